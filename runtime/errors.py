@@ -1,0 +1,34 @@
+"""Typed user errors for the whole toolkit, in one place.
+
+Every error a user can cause (a bad config value, a wrong frame, an artifact that does not match
+its protocol, footage that cannot be fetched) is a subclass of :class:`StaeError` whose message
+names the field, tensor or file and says what was expected. Bugs are not ``StaeError``s.
+"""
+
+
+class StaeError(Exception):
+    """Base class of every error caused by user input; the CLI prints these without a traceback."""
+
+
+class ConfigError(StaeError, ValueError):
+    """A configuration value is invalid; the message names the field(s)."""
+
+
+class ProtocolError(StaeError, ValueError):
+    """A state-protocol document is malformed or inconsistent; the message names the tensor."""
+
+
+class FrameFormatError(StaeError, ValueError):
+    """A frame or state tensor has the wrong shape or dtype; the message names the tensor."""
+
+
+class CheckpointError(StaeError):
+    """A checkpoint file is missing, truncated or not a stae-deploy checkpoint."""
+
+
+class FootageError(StaeError):
+    """Real footage could not be fetched, verified or decoded; names the package and cache path."""
+
+
+class OutputExistsError(StaeError, FileExistsError):
+    """Refusing to overwrite a file the user already has (pass --force to allow it)."""

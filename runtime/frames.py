@@ -1,0 +1,50 @@
+"""Frame preprocessing shared by training data, the reference demo and the streaming runtime.
+
+The model's frame convention (stored in every artifact): RGB, float32 in [0, 1], channels first.
+Camera and file frames arrive as OpenCV BGR uint8 ``(H, W, 3)``; they are centre-cropped to the
+model's aspect ratio and resized with area interpolation (no distortion, no aliasing).
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from runtime.errors import FrameFormatError
+
+
+def center_crop_resize(image_hwc: np.ndarray, frame_hw: tuple[int, int]) -> np.ndarray:
+    """Centre-crop ``image_hwc`` (H, W, C) to the aspect ratio of ``frame_hw`` and resize to it.
+
+    Returns an array of shape ``(frame_hw[0], frame_hw[1], C)`` and the input dtype.
+    """
+    if image_hwc.ndim != 3:
+        raise FrameFormatError(f"image: expected (H, W, C), got shape {image_hwc.shape}")
+    out_h, out_w = frame_hw
+    in_h, in_w = image_hwc.shape[:2]
+    # Largest crop with the target aspect ratio, centred.
+    crop_h, crop_w = (in_h, in_h * out_w // out_h) if in_w * out_h >= in_h * out_w \
+        else (in_w * out_h // out_w, in_w)
+    top, left = (in_h - crop_h) // 2, (in_w - crop_w) // 2
+    crop = image_hwc[top:top + crop_h, left:left + crop_w]
+    if (crop_h, crop_w) == (out_h, out_w):
+        return np.ascontiguousarray(crop)
+    interpolation = cv2.INTER_AREA if crop_h >= out_h else cv2.INTER_LINEAR
+    return cv2.resize(crop, (out_w, out_h), interpolation=interpolation)
+
+
+def bgr_to_model_frame(frame_bgr: np.ndarray, frame_hw: tuple[int, int]) -> np.ndarray:
+    """OpenCV BGR uint8 ``(H, W, 3)`` -> model frame: RGB float32 ``(3, h, w)`` in [0, 1]."""
+    if frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3 or frame_bgr.dtype != np.uint8:
+        raise FrameFormatError(
+            f"camera frame: expected BGR uint8 (H, W, 3), got {frame_bgr.dtype} {frame_bgr.shape}")
+    resized = center_crop_resize(frame_bgr, frame_hw)
+    rgb = resized[:, :, ::-1].astype(np.float32) / 255.0
+    return np.ascontiguousarray(rgb.transpose(2, 0, 1))
+
+
+def model_frame_to_bgr(frame_chw: np.ndarray) -> np.ndarray:
+    """Model frame RGB float ``(3, H, W)`` (clipped to [0, 1]) -> BGR uint8 ``(H, W, 3)``."""
+    if frame_chw.ndim != 3 or frame_chw.shape[0] != 3:
+        raise FrameFormatError(f"model frame: expected (3, H, W), got shape {frame_chw.shape}")
+    rgb = np.clip(frame_chw, 0.0, 1.0).transpose(1, 2, 0)
+    return np.ascontiguousarray((rgb[:, :, ::-1] * 255.0 + 0.5).astype(np.uint8))

@@ -1,0 +1,57 @@
+"""Writing what people look at: labelled side-by-side panels and video files (OpenCV)."""
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+
+import cv2
+import numpy as np
+
+from runtime.errors import StaeError
+
+LABEL_HEIGHT_PX = 22
+
+
+def side_by_side(panels: list[tuple[str, np.ndarray]]) -> np.ndarray:
+    """Concatenate labelled BGR uint8 (H, W, 3) panels horizontally, each with a caption bar."""
+    labelled = []
+    for label, image in panels:
+        bar = np.zeros((LABEL_HEIGHT_PX, image.shape[1], 3), np.uint8)
+        cv2.putText(bar, label, (4, LABEL_HEIGHT_PX - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
+                    (255, 255, 255), 1, cv2.LINE_AA)
+        labelled.append(np.vstack([bar, image]))
+    return np.hstack(labelled)
+
+
+class VideoFileWriter:
+    """An MPEG-4 (``mp4v``) video file written frame by frame; a context manager.
+
+    OpenCV's pip wheels cannot write H.264; ``mp4v`` in ``.mp4`` plays in browsers and players.
+    """
+
+    def __init__(self, path: str | Path, fps: float):
+        self.path, self.fps = Path(path), fps
+        self._writer: cv2.VideoWriter | None = None
+
+    def write(self, frame_bgr: np.ndarray) -> None:
+        """Append one BGR uint8 (H, W, 3) frame; the first frame fixes the video size."""
+        if self._writer is None:
+            height, width = frame_bgr.shape[:2]
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"),
+                                           self.fps, (width, height))
+            if not self._writer.isOpened():
+                raise StaeError(f"video {self.path}: OpenCV cannot open it for writing (mp4v)")
+        self._writer.write(frame_bgr)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+    def __enter__(self) -> "VideoFileWriter":
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()

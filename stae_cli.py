@@ -1,0 +1,55 @@
+"""The ``stae`` command: one console script, one module per subcommand, imported lazily.
+
+Each subcommand module defines ``add_arguments(parser)`` and ``run(args) -> int``. Only the chosen
+one is imported, so runtime commands never pull in torch. User errors (``StaeError``) print one
+clear line and exit 2; anything else is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from runtime.errors import StaeError
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("stae_ref.commands.info",
+             "config, derived sizes, parameters, GFLOP per step and the state protocol"),
+    "data": ("stae_ref.commands.data", "fetch, verify and list the real footage clips"),
+    "predict": ("stae_ref.commands.predict",
+                "run the PyTorch reference over a clip: side-by-side video and PSNR plot"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``stae`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        _top_level_parser().parse_args(argv or ["--help"])
+        return 2
+    name, rest = argv[0], argv[1:]
+    module = importlib.import_module(COMMANDS[name][0])
+    parser = argparse.ArgumentParser(prog=f"stae {name}", description=COMMANDS[name][1],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    module.add_arguments(parser)
+    args = parser.parse_args(rest)
+    try:
+        return int(module.run(args) or 0)
+    except StaeError as err:
+        print(f"stae {name}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _top_level_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stae", description="STAE video prediction: reference, export, runtime.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="commands:\n" + "\n".join(f"  {n:<10} {h}" for n, (_, h) in COMMANDS.items())
+               + "\n\nRun 'stae COMMAND --help' for a command's options.")
+    parser.add_argument("command", choices=sorted(COMMANDS))
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

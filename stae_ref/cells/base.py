@@ -1,0 +1,31 @@
+"""The interface every recurrent cell stack implements."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from stae_ref.config import STAEConfig
+
+
+class Latents(NamedTuple):
+    """Three latents, each (B, C, T, h, w): into the cell from SE/TE/OE, out of it to SD/TD/OD."""
+
+    spatial: torch.Tensor
+    temporal: torch.Tensor
+    output: torch.Tensor
+
+
+class RecurrentCell(nn.Module):
+    """Base class of a recurrent cell stack: declares its state and runs one time step."""
+
+    @classmethod
+    def state_shapes(cls, config: STAEConfig) -> dict[str, tuple[int, ...]]:
+        """Per-sample shapes (no batch axis) of this cell's state tensors, in protocol order."""
+        raise NotImplementedError
+
+    def forward(self, latents: Latents, state: dict[str, torch.Tensor]
+                ) -> tuple[Latents, dict[str, torch.Tensor]]:
+        """One time step: (encoder latents, state) -> (decoder latents, next state)."""
+        raise NotImplementedError

@@ -1,0 +1,1 @@
+"""``stae`` subcommands of the reference side (see ``stae_cli.COMMANDS``)."""

