@@ -1,0 +1,38 @@
+"""Shared fixtures: seeded reference models and real footage (fetched once, then cached)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from stae_ref.config import STAEConfig
+from stae_ref.model import STAE
+
+# A small STAE for tests that run many steps: every mechanism of the default, fewer channels.
+SMALL_CONFIG = STAEConfig(frame_size=(64, 64), patch=4, stride2_stages=1, hidden=8, layers=3,
+                          tau=3, kernel=(3, 3, 3))
+
+
+def seeded_model(config: STAEConfig, seed: int = 0) -> STAE:
+    """A reference model with reproducible random weights, in eval mode."""
+    torch.manual_seed(seed)
+    return STAE(config).eval()
+
+
+@pytest.fixture(scope="session")
+def default_model() -> STAE:
+    """The paper's configuration (frame size 512 in its config), seeded random weights."""
+    return seeded_model(STAEConfig())
+
+
+@pytest.fixture(scope="session")
+def small_model() -> STAE:
+    return seeded_model(SMALL_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def carphone_128() -> np.ndarray:
+    """Real footage: all 120 carphone frames at 128x128, (120, 3, 128, 128) float32."""
+    from stae_ref.footage import load_clip
+
+    return load_clip("carphone", (128, 128))

@@ -1,0 +1,26 @@
+"""Jetson images have no torch: nothing under runtime/ (nor the footage tools) may import it."""
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PROBE = """
+import importlib, pkgutil, sys, json
+import runtime
+modules = [m.name for m in pkgutil.walk_packages(runtime.__path__, 'runtime.')]
+for name in modules:
+    importlib.import_module(name)
+import stae_cli, stae_ref.footage
+assert stae_cli.main(['data', '--json']) == 0
+print(json.dumps({'modules': modules, 'torch': 'torch' in sys.modules}))
+"""
+
+
+def test_runtime_and_footage_never_import_torch():
+    result = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = __import__("json").loads(result.stdout.strip().splitlines()[-1])
+    assert "runtime.protocol" in report["modules"]
+    assert report["torch"] is False
