@@ -1,0 +1,56 @@
+"""PyTorch CPU step latency of the reference at several frame sizes (median of N steps).
+
+    python benchmarks/reference_step.py [--sizes 256 512] [--steps 20] [--threads N]
+
+Prints parameters, GFLOP per step and median/min step latency in ms; steps run on real footage
+(city) after a warm-up, state carried between steps, under torch.no_grad().
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+from tqdm import tqdm
+
+from stae_ref.config import STAEConfig
+from stae_ref.footage import load_clip
+from stae_ref.model import STAE
+from stae_ref.profile import gflop_per_step, parameter_count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = STAE(STAEConfig()).eval()
+    results = []
+    for size in args.sizes:
+        frames = torch.from_numpy(load_clip("city", (size, size),
+                                            max_frames=args.steps + args.warmup))
+        state = model.zero_state(1, (size, size))
+        latencies_ms = []
+        with torch.no_grad():
+            for t in tqdm(range(len(frames)), desc=f"{size}x{size}", unit="step"):
+                start = time.perf_counter()
+                _, state = model.step(frames[t:t + 1], state)
+                if t >= args.warmup:
+                    latencies_ms.append((time.perf_counter() - start) * 1e3)
+        results.append({
+            "frame_size": size, "threads": args.threads, "params": parameter_count(model),
+            "gflop_per_step": round(gflop_per_step(model, (size, size)), 2),
+            "step_ms_median": round(statistics.median(latencies_ms), 1),
+            "step_ms_min": round(min(latencies_ms), 1), "steps": len(latencies_ms)})
+    for row in results:
+        print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()
