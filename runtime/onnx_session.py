@@ -1,0 +1,76 @@
+"""An ONNX artifact opened in onnxruntime, validated against the protocol stored in it, and the
+plainest correct way to step it: ``session.run`` with the state fed back through numpy.
+
+The streaming runtime's IOBinding backend is checked against this stepper, and the exporter's
+parity checks drive it against the reference. Torch-free.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from runtime.artifact import ArtifactMetadata, check_graph_io
+from runtime.errors import ArtifactError
+from runtime.protocol import DYNAMIC_BATCH, TensorSpec
+
+ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int8)": "int8",
+              "tensor(uint8)": "uint8", "tensor(int32)": "int32", "tensor(int64)": "int64",
+              "tensor(bool)": "bool"}
+
+
+def open_session(path: str | Path, providers: Sequence[str] = ("CPUExecutionProvider",),
+                 threads: int | None = None) -> tuple[ort.InferenceSession, ArtifactMetadata]:
+    """Open ``path`` in onnxruntime and return (session, its verified metadata).
+
+    Raises :class:`ArtifactError` for a missing/unreadable file or missing metadata, and
+    :class:`SpecMismatchError` naming the tensor when the stored protocol is not the graph's I/O.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: no such ONNX file")
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        session = ort.InferenceSession(str(path), options, providers=list(providers))
+    except Exception as err:  # onnxruntime raises its own exception types for bad files
+        raise ArtifactError(f"{path}: onnxruntime cannot load it (truncated or foreign file?): "
+                            f"{str(err).splitlines()[0]}") from None
+    metadata = ArtifactMetadata.from_props(session.get_modelmeta().custom_metadata_map, str(path))
+    check_graph_io(metadata.spec, [_spec(a) for a in session.get_inputs()],
+                   [_spec(a) for a in session.get_outputs()], str(path))
+    return session, metadata
+
+
+class OnnxStepper:
+    """Steps an ONNX artifact with ``session.run``; state dicts are keyed by state input name."""
+
+    def __init__(self, path: str | Path, providers: Sequence[str] = ("CPUExecutionProvider",),
+                 threads: int | None = None):
+        self.session, self.metadata = open_session(path, providers, threads)
+        self.spec = self.metadata.spec
+        self._output_names = [t.name for t in self.spec.outputs]
+
+    def zero_state(self, batch: int = 1) -> dict[str, np.ndarray]:
+        """The protocol's zero state (in the graph's state dtypes)."""
+        return self.spec.zero_state(batch)
+
+    def step(self, frame: np.ndarray, state: dict[str, np.ndarray]
+             ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """One step. frame: (B, 3, H, W) float32 (cast to the graph's frame dtype).
+
+        Returns (prediction, next state keyed by input name, every output keyed by output name).
+        """
+        frame_spec = self.spec.data_inputs[0]
+        feed = {frame_spec.name: frame.astype(frame_spec.dtype, copy=False), **state}
+        outputs = dict(zip(self._output_names, self.session.run(self._output_names, feed)))
+        next_state = {p.input.name: outputs[p.output.name] for p in self.spec.state}
+        return outputs[self.spec.data_outputs[0].name], next_state, outputs
+
+
+def _spec(arg: ort.NodeArg) -> TensorSpec:
+    dims = tuple(d if isinstance(d, int) else DYNAMIC_BATCH for d in arg.shape)
+    return TensorSpec(arg.name, dims, ORT_DTYPES.get(arg.type, arg.type))
