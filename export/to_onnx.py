@@ -53,11 +53,13 @@ def export_onnx(model: STAE, output: str | Path, provenance: dict[str, Any], *,
     dynamic_shapes = None
     if dynamic_batch:
         batch = torch.export.Dim("batch", min=1, max=1024)
-        dynamic_shapes = tuple({0: batch} for _ in example)
+        # forward(frame, *state): torch.export sees two arguments, the frame and the state tuple.
+        dynamic_shapes = ({0: batch}, tuple({0: batch} for _ in spec.state))
     # torch's exporter logs one line per torchvision op it cannot register; none are used here.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory() as scratch, warnings.catch_warnings():
         warnings.simplefilter("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=".*axis name: batch will not be used")
         raw_path = Path(scratch) / "raw.onnx"
         torch.onnx.export(model, example, str(raw_path), dynamo=True, opset_version=opset,
                           input_names=[t.name for t in spec.inputs],

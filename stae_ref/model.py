@@ -73,8 +73,8 @@ class STAE(nn.Module):
 
     def forward(self, frame: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Export signature: (frame, *state in protocol order) -> (prediction, *next_state)."""
-        spec = self.spec(tuple(frame.shape[-2:]), frame.shape[0])
-        names = [pair.input.name for pair in spec.state]
+        # Only names are read here: the batch is left symbolic for a dynamic-batch export.
+        names = [pair.input.name for pair in self.spec(tuple(frame.shape[-2:])).state]
         prediction, next_state = self._step(frame, dict(zip(names, state, strict=True)))
         return (prediction, *(next_state[name] for name in names))
 
