@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("export.to_onnx", "export one time step to ONNX with explicit state, then check it"),
     "check": ("export.check_cli",
               "check an ONNX model: checker, shapes, TensorRT lint, protocol, parity rollout"),
+    "fp16": ("export.fp16", "FP16 variant of an exported model (ModelOpt AutoCast), checked"),
 }
 
 

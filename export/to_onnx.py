@@ -11,6 +11,7 @@ preprocessing (``runtime.artifact``). The graph checks (``stae check``) run afte
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import tempfile
@@ -57,7 +58,9 @@ def export_onnx(model: STAE, output: str | Path, provenance: dict[str, Any], *,
         dynamic_shapes = ({0: batch}, tuple({0: batch} for _ in spec.state))
     # torch's exporter logs one line per torchvision op it cannot register; none are used here.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
-    with tempfile.TemporaryDirectory() as scratch, warnings.catch_warnings():
+    # torch prints its progress on stdout; keep stdout for reports (e.g. --json).
+    with tempfile.TemporaryDirectory() as scratch, warnings.catch_warnings(), \
+            contextlib.redirect_stdout(sys.stderr):
         warnings.simplefilter("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", message=".*axis name: batch will not be used")
         raw_path = Path(scratch) / "raw.onnx"
@@ -103,12 +106,14 @@ def run(args: argparse.Namespace) -> int:
               "CKPT to export a trained model.", file=sys.stderr)
     height, width = model.config.frame_size
     print(f"exporting STAE {height}x{width} (opset {args.opset}"
-          f"{', dynamic batch' if args.dynamic_batch else ''}) to {args.output} ...")
+          f"{', dynamic batch' if args.dynamic_batch else ''}) to {args.output} ...",
+          file=sys.stderr)
     start = time.perf_counter()
     export_onnx(model, args.output, provenance, opset=args.opset,
                 dynamic_batch=args.dynamic_batch, force=args.force)
     size_mb = Path(args.output).stat().st_size / 2 ** 20
-    print(f"exported in {time.perf_counter() - start:.1f} s: {args.output} ({size_mb:.1f} MB)")
+    print(f"exported in {time.perf_counter() - start:.1f} s: {args.output} ({size_mb:.1f} MB)",
+          file=sys.stderr)
     if args.no_check:
         return 0
     return run_checks_and_report(args.output, args, reference=model)

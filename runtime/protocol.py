@@ -187,6 +187,17 @@ class IOSpec:
                         for p in self.state),
             version=self.version)
 
+    def with_dtype(self, dtype: str) -> "IOSpec":
+        """A copy with every tensor's dtype set to ``dtype`` (e.g. an all-float16 graph)."""
+        def retyped(t: TensorSpec) -> TensorSpec:
+            return replace(t, dtype=dtype)
+
+        return IOSpec(
+            data_inputs=tuple(map(retyped, self.data_inputs)),
+            data_outputs=tuple(map(retyped, self.data_outputs)),
+            state=tuple(StatePair(retyped(p.input), retyped(p.output)) for p in self.state),
+            version=self.version)
+
     def zero_state(self, batch: int | None = None) -> dict[str, np.ndarray]:
         """Zero-filled state, keyed by state *input* name; ``batch`` defaults to the static one."""
         if batch is None:
