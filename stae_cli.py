@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check": ("export.check_cli",
               "check an ONNX model: checker, shapes, TensorRT lint, protocol, parity rollout"),
     "fp16": ("export.fp16", "FP16 variant of an exported model (ModelOpt AutoCast), checked"),
+    "build": ("export.build_engine", "TensorRT engine (strongly typed) + sidecar from an ONNX"),
 }
 
 

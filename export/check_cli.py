@@ -33,6 +33,10 @@ def add_check_arguments(parser: argparse.ArgumentParser, default_steps: int) -> 
     group.add_argument("--json", action="store_true", help="print the report as JSON")
     group.add_argument("--plot", default=None, help="write per-step errors as a PNG here")
     group.add_argument("--quiet", action="store_true", help="no progress bar")
+    group.add_argument("--save-polygraphy", default=None, metavar="DIR",
+                       help="write one-step inputs and reference outputs for `polygraphy run`")
+    group.add_argument("--polygraphy-steps", type=int, default=3,
+                       help="steps saved by --save-polygraphy")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,11 +73,26 @@ def run_checks_and_report(path: str | Path, args: argparse.Namespace, reference=
                             progress=not args.quiet)
     if args.plot:
         _plot(report, args.plot)
+    if args.save_polygraphy:
+        _save_polygraphy(path, metadata, reference, frames, args, tolerances.step1_max_rel)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
         _print_report(report)
     return 0 if report.passed else 1
+
+
+def _save_polygraphy(path, metadata, reference, frames, args, tolerance: float) -> None:
+    import sys
+
+    from export.polygraphy_io import polygraphy_command, save_polygraphy_data
+
+    inputs, outputs = save_polygraphy_data(metadata.spec, reference, frames,
+                                           args.polygraphy_steps, args.save_polygraphy)
+    # Polygraphy checks |out - ref| <= atol + rtol * |ref| element-wise.
+    print(f"Polygraphy data in {args.save_polygraphy}; compare a TensorRT engine with:\n  "
+          + polygraphy_command(path, inputs, outputs, "--trt", tolerance, tolerance),
+          file=sys.stderr)
 
 
 def _print_report(report) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from runtime.errors import ArtifactError, ProtocolError, SpecMismatchError
@@ -88,6 +89,36 @@ class ArtifactMetadata:
                    checkpoint_sha256=props.get(KEY_CHECKPOINT_SHA256) or None,
                    preprocessing=_json_object(props, KEY_PREPROCESSING, source, DEFAULT_PREPROCESSING),
                    notes=_json_object(props, KEY_NOTES, source, {}))
+
+
+def engine_sidecar_path(engine: str | Path) -> Path:
+    """Where an engine's JSON sidecar lives: ``stae.engine`` -> ``stae.engine.json``."""
+    engine = Path(engine)
+    return engine.with_name(engine.name + ".json")
+
+
+def write_engine_sidecar(engine: str | Path, metadata: ArtifactMetadata,
+                         build: Mapping[str, Any]) -> Path:
+    """Write the engine's sidecar: the artifact metadata plus how it was built (``build``)."""
+    path = engine_sidecar_path(engine)
+    path.write_text(json.dumps({"metadata": metadata.to_props(), "build": dict(build)},
+                               indent=2, sort_keys=True))
+    return path
+
+
+def read_engine_sidecar(engine: str | Path) -> tuple[ArtifactMetadata, dict[str, Any]]:
+    """(metadata, build info) from an engine's sidecar; :class:`ArtifactError` if unusable."""
+    path = engine_sidecar_path(engine)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ArtifactError(f"{engine}: its sidecar {path} is missing; rebuild the engine with "
+                            f"`stae build` (the sidecar holds the state protocol)") from None
+    except (OSError, json.JSONDecodeError) as err:
+        raise ArtifactError(f"{path}: unreadable engine sidecar: {err}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("metadata"), dict):
+        raise ArtifactError(f"{path}: not a stae-deploy engine sidecar")
+    return ArtifactMetadata.from_props(data["metadata"], str(path)), dict(data.get("build", {}))
 
 
 def check_graph_io(spec: IOSpec, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],

@@ -40,3 +40,11 @@ class ArtifactError(StaeError):
 
 class SpecMismatchError(StaeError):
     """An artifact's real inputs/outputs differ from the state protocol stored with it."""
+
+
+class TensorRTUnavailableError(StaeError):
+    """TensorRT (or a CUDA device) is not available on this machine."""
+
+
+class EngineBuildError(StaeError):
+    """TensorRT could not parse the ONNX graph or build an engine from it."""

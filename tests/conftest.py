@@ -36,3 +36,35 @@ def carphone_128() -> np.ndarray:
     from stae_ref.footage import load_clip
 
     return load_clip("carphone", (128, 128))
+
+
+def random_provenance(model: STAE, seed: int = 0) -> dict:
+    """Provenance of seeded random weights, as `stae export` records it."""
+    from stae_ref.checkpoint import weights_sha256
+
+    return {"random_seed": seed, "weights_sha256": weights_sha256(model)}
+
+
+@pytest.fixture(scope="session")
+def default_onnx_256(tmp_path_factory):
+    """The paper's configuration exported at 256x256 (seeded random weights): (path, model)."""
+    from export.to_onnx import export_onnx
+
+    model = seeded_model(STAEConfig(frame_size=(256, 256)))
+    path = tmp_path_factory.mktemp("export") / "stae256.onnx"
+    export_onnx(model, path, random_provenance(model))
+    return path, model
+
+
+def tensorrt_available() -> bool:
+    """True where the real TensorRT imports (its type stubs alone import as an empty package)."""
+    try:
+        import tensorrt
+    except ImportError:
+        return False
+    return hasattr(tensorrt, "Builder")
+
+
+requires_tensorrt = pytest.mark.skipif(
+    not tensorrt_available(),
+    reason="TensorRT is not installed (not installable on these machines; DESIGN_BRIEF §8)")

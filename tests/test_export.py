@@ -22,26 +22,13 @@ from stae_ref.checkpoint import save_checkpoint, weights_sha256
 from stae_ref.config import STAEConfig
 from stae_ref.footage import forward_backward, load_clip
 
-from conftest import SMALL_CONFIG, seeded_model
-
-
-def random_provenance(model, seed=0):
-    return {"random_seed": seed, "weights_sha256": weights_sha256(model)}
+from conftest import SMALL_CONFIG, random_provenance, seeded_model
 
 
 @pytest.fixture(scope="module")
 def small_onnx(tmp_path_factory):
     model = seeded_model(SMALL_CONFIG)
     path = tmp_path_factory.mktemp("export") / "small.onnx"
-    export_onnx(model, path, random_provenance(model))
-    return path, model
-
-
-@pytest.fixture(scope="module")
-def default_onnx_256(tmp_path_factory):
-    """The paper's configuration at 256x256, seeded random weights."""
-    model = seeded_model(STAEConfig(frame_size=(256, 256)))
-    path = tmp_path_factory.mktemp("export") / "stae256.onnx"
     export_onnx(model, path, random_provenance(model))
     return path, model
 
@@ -233,3 +220,22 @@ def test_check_fails_with_exit_1_when_a_tolerance_is_broken(small_onnx, capsys):
 def test_forward_backward_playback_is_continuous():
     frames = np.arange(4)
     assert forward_backward(frames, 10).tolist() == [0, 1, 2, 3, 2, 1, 0, 1, 2, 3]
+
+
+def test_polygraphy_runs_the_saved_reference_data(default_onnx_256, tmp_path):
+    """The onnxruntime half of `polygraphy run ... --trt --load-inputs --load-outputs`."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from export.polygraphy_io import polygraphy_command, save_polygraphy_data
+
+    path, model = default_onnx_256
+    frames = load_clip("city", (256, 256), max_frames=2)
+    inputs, outputs = save_polygraphy_data(model.spec(), model, frames, 2, tmp_path)
+    command = polygraphy_command(path, inputs, outputs, "--onnxrt", 1e-4, 1e-4).split()
+    polygraphy = Path(sys.executable).with_name("polygraphy")
+    result = subprocess.run([str(polygraphy), *command[1:]], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Passed: 2/2 iterations" in result.stdout + result.stderr
