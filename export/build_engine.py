@@ -20,7 +20,8 @@ from typing import Any
 
 from export.onnx_graph import load_model, verified_metadata
 from runtime.artifact import write_engine_sidecar
-from runtime.errors import ConfigError, EngineBuildError, TensorRTUnavailableError
+from runtime.backends.tensorrt_backend import require_tensorrt
+from runtime.errors import ConfigError, EngineBuildError
 from runtime.files import refuse_overwrite, sha256_file
 from runtime.protocol import DYNAMIC_BATCH, IOSpec
 
@@ -49,21 +50,6 @@ class BuildConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "BuildConfig":
         return cls(**data)
-
-
-def require_tensorrt() -> None:
-    """Raise :class:`TensorRTUnavailableError`, in one clear sentence, unless TensorRT imports.
-
-    Callers then ``import tensorrt as trt`` themselves, so the type checker sees TensorRT's API.
-    """
-    try:
-        import tensorrt
-    except ImportError:
-        tensorrt = None
-    if tensorrt is None or not hasattr(tensorrt, "Builder"):   # type stubs alone import empty
-        raise TensorRTUnavailableError(
-            "TensorRT is not installed on this machine: build engines where TensorRT 10+ and a "
-            "GPU are (JetPack or `pip install tensorrt`), or run the printed trtexec line there")
 
 
 def profile_shapes(spec: IOSpec, config: BuildConfig) -> dict[str, tuple[tuple[int, ...], ...]]:

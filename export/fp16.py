@@ -12,6 +12,7 @@ digit. The result is checked against the FP32 reference like every export (``sta
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import time
@@ -41,9 +42,10 @@ def convert_fp16(source: str | Path, output: str | Path, *, io_precision: str = 
     if metadata.precision != "fp32":
         raise ArtifactError(f"{source}: precision is {metadata.precision}; convert an fp32 export")
     configure_logging(logging.WARNING)           # AutoCast logs one line per node at INFO
-    graph = convert_to_mixed_precision(str(source), low_precision_type="fp16",
-                                       op_types_to_exclude=list(fp32_op_types),
-                                       keep_io_types=io_precision == "fp32")
+    with contextlib.redirect_stdout(sys.stderr):       # ModelOpt logs on stdout; keep it for reports
+        graph = convert_to_mixed_precision(str(source), low_precision_type="fp16",
+                                           op_types_to_exclude=list(fp32_op_types),
+                                           keep_io_types=io_precision == "fp32")
     spec = metadata.spec if io_precision == "fp32" else metadata.spec.with_dtype("float16")
     fp16_metadata = ArtifactMetadata(
         spec=spec, config=metadata.config, precision="fp16",

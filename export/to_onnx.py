@@ -96,6 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from export.build_engine import BuildConfig, trtexec_command
     from export.check_cli import run_checks_and_report
     from stae_ref.commands.common import load_model as load_reference
 
@@ -109,11 +110,14 @@ def run(args: argparse.Namespace) -> int:
           f"{', dynamic batch' if args.dynamic_batch else ''}) to {args.output} ...",
           file=sys.stderr)
     start = time.perf_counter()
-    export_onnx(model, args.output, provenance, opset=args.opset,
-                dynamic_batch=args.dynamic_batch, force=args.force)
+    metadata = export_onnx(model, args.output, provenance, opset=args.opset,
+                           dynamic_batch=args.dynamic_batch, force=args.force)
     size_mb = Path(args.output).stat().st_size / 2 ** 20
     print(f"exported in {time.perf_counter() - start:.1f} s: {args.output} ({size_mb:.1f} MB)",
           file=sys.stderr)
+    engine = Path(args.output).with_suffix(".engine")
+    print("build a TensorRT engine with `stae build` or:\n  "
+          + trtexec_command(args.output, engine, metadata.spec, BuildConfig()), file=sys.stderr)
     if args.no_check:
         return 0
     return run_checks_and_report(args.output, args, reference=model)

@@ -48,3 +48,15 @@ class TensorRTUnavailableError(StaeError):
 
 class EngineBuildError(StaeError):
     """TensorRT could not parse the ONNX graph or build an engine from it."""
+
+
+class NonFiniteStateError(StaeError):
+    """The model produced NaN/Inf; the stream's state was reset (the message gives the count)."""
+
+
+class SourceError(StaeError):
+    """A video source cannot be opened, or disappeared and did not come back."""
+
+
+class CudaError(StaeError):
+    """A CUDA runtime call failed; the message names the call and the CUDA error."""
