@@ -98,10 +98,11 @@ class Predictor:
         stream.current, stream.spare = stream.spare, stream.current
         stream.steps += 1
         if not np.isfinite(prediction.sum()):      # NaN/Inf in the state shows up here
+            step = stream.steps
             stream.reset()
             stream.nonfinite_resets += 1
             raise NonFiniteStateError(
-                f"step {stream.steps}: the model produced NaN/Inf; the stream's state was reset "
+                f"step {step}: the model produced NaN/Inf; the stream's state was reset "
                 f"({stream.nonfinite_resets} such reset(s) so far)")
         first = prediction[0].astype(np.float32)
         if horizon is None:

@@ -56,6 +56,17 @@ def default_onnx_256(tmp_path_factory):
     return path, model
 
 
+@pytest.fixture(scope="session")
+def small_onnx_path(tmp_path_factory):
+    """SMALL_CONFIG exported to ONNX (seeded random weights): (path, model)."""
+    from export.to_onnx import export_onnx
+
+    model = seeded_model(SMALL_CONFIG)
+    path = tmp_path_factory.mktemp("export") / "small.onnx"
+    export_onnx(model, path, random_provenance(model))
+    return path, model
+
+
 def tensorrt_available() -> bool:
     """True where the real TensorRT imports (its type stubs alone import as an empty package)."""
     try:

@@ -26,11 +26,8 @@ from conftest import SMALL_CONFIG, random_provenance, seeded_model
 
 
 @pytest.fixture(scope="module")
-def small_onnx(tmp_path_factory):
-    model = seeded_model(SMALL_CONFIG)
-    path = tmp_path_factory.mktemp("export") / "small.onnx"
-    export_onnx(model, path, random_provenance(model))
-    return path, model
+def small_onnx(small_onnx_path):
+    return small_onnx_path
 
 
 def test_graph_io_and_metadata_are_the_protocol(small_onnx):

@@ -1,0 +1,262 @@
+"""The streaming runtime: device-resident ping-pong state, forecasts, sources that drop stale
+frames and reconnect, and clear errors for every bad input."""
+import os
+import shutil
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from runtime.artifact import write_engine_sidecar
+from runtime.backends.base import Backend
+from runtime.errors import (ArtifactError, FrameFormatError, NonFiniteStateError, SourceError,
+                            SpecMismatchError)
+from runtime.onnx_session import OnnxStepper
+from runtime.predictor import Predictor
+from runtime.sources import FrameGrabber, SourceConfig
+from runtime.streaming import RunOptions, run_stream
+from stae_ref.footage import fetch, load_clip
+
+from conftest import SMALL_CONFIG
+
+
+@pytest.fixture(scope="module")
+def carphone_64():
+    return load_clip("carphone", SMALL_CONFIG.frame_size)          # (120, 3, 64, 64)
+
+
+def test_iobinding_ping_pong_is_bit_identical_to_session_run(small_onnx_path, carphone_64):
+    path, _ = small_onnx_path
+    predictor, plain = Predictor.load(path), OnnxStepper(path)
+    stream, state = predictor.new_stream(), plain.zero_state()
+    for step in range(50):
+        ours = predictor.step(stream, carphone_64[step])
+        theirs, state, _ = plain.step(carphone_64[step][None], state)
+        np.testing.assert_array_equal(ours, theirs[0], err_msg=f"step {step + 1}: prediction")
+    assert stream.steps == 50
+
+
+def test_predictor_matches_the_reference_within_export_tolerances(small_onnx_path, carphone_64):
+    path, model = small_onnx_path
+    predictor = Predictor.load(path)
+    stream, ref_state = predictor.new_stream(), model.zero_state()
+    for step in range(50):
+        ours = predictor.step(stream, carphone_64[step])
+        with torch.no_grad():
+            reference, ref_state = model.step(torch.from_numpy(carphone_64[step][None]), ref_state)
+        reference = reference[0].numpy()
+        assert np.max(np.abs(ours - reference)) / max(1.0, np.max(np.abs(reference))) < 1e-4 \
+            or step > 0, "step 1: prediction"
+        mse = float(np.mean((ours - reference) ** 2))
+        assert mse == 0 or 10 * np.log10(1 / mse) >= 60.0, f"step {step + 1}: PSNR < 60 dB"
+
+
+def test_forecast_leaves_the_real_state_untouched(small_onnx_path, carphone_64):
+    path, _ = small_onnx_path
+    predictor, plain = Predictor.load(path), OnnxStepper(path)
+    forecasting, steady = predictor.new_stream(), predictor.new_stream()
+    for step in range(4):
+        future = predictor.step(forecasting, carphone_64[step], horizon=3)
+        plain_next = predictor.step(steady, carphone_64[step])
+        np.testing.assert_array_equal(future[0], plain_next, err_msg=f"step {step + 1}")
+    assert future.shape == (3, 3, 64, 64)
+    # The closed loop equals session.run fed its own predictions from the same state.
+    state = plain.zero_state()
+    for step in range(4):
+        prediction, state, _ = plain.step(carphone_64[step][None], state)
+    for k in (1, 2):
+        prediction, state, _ = plain.step(prediction, state)
+        np.testing.assert_array_equal(future[k], prediction[0], err_msg=f"horizon {k + 1}")
+
+
+@pytest.mark.parametrize("frame, message", [
+    (np.zeros((3, 32, 32), np.float32), r"'frame': got shape \(3, 32, 32\), expected \(3, 64, 64\)"),
+    (np.zeros((64, 64, 3), np.uint8), r"a camera frame\? convert it with runtime.frames"),
+    (np.zeros((1, 64, 64), np.float32), r"'frame': got shape \(1, 64, 64\)"),
+    (np.zeros((3, 64, 64), np.float64), r"'frame': got dtype float64, expected float32"),
+    ([[0.0]], r"'frame': expected a numpy array, got list"),
+])
+def test_bad_frames_name_the_tensor(small_onnx_path, frame, message):
+    predictor = Predictor.load(small_onnx_path[0])
+    with pytest.raises(FrameFormatError, match=message):
+        predictor.step(predictor.new_stream(), frame)
+
+
+def test_nan_is_caught_the_stream_reset_and_counted(small_onnx_path, carphone_64):
+    predictor = Predictor.load(small_onnx_path[0])
+    stream, fresh = predictor.new_stream(), predictor.new_stream()
+    predictor.step(stream, carphone_64[0])
+    poisoned = carphone_64[1].copy()
+    poisoned[0, 10, 10] = np.nan
+    with pytest.raises(NonFiniteStateError, match=r"step 2: .*NaN/Inf; the stream's state was reset "
+                                                  r"\(1 such reset"):
+        predictor.step(stream, poisoned)
+    assert stream.nonfinite_resets == 1 and stream.steps == 0
+    np.testing.assert_array_equal(predictor.step(stream, carphone_64[2]),
+                                  predictor.step(fresh, carphone_64[2]))
+
+
+def test_artifacts_that_lie_are_refused(small_onnx_path, tmp_path):
+    from export.onnx_graph import load_model, read_metadata, save_model, write_metadata
+    from runtime.artifact import ArtifactMetadata
+    from stae_ref.config import STAEConfig
+    from stae_ref.state_spec import io_spec
+
+    path, _ = small_onnx_path
+    graph = load_model(path)
+    other = STAEConfig.from_dict({**SMALL_CONFIG.to_dict(), "layers": 2})
+    write_metadata(graph, ArtifactMetadata(spec=io_spec(other), config=other.to_dict()))
+    with pytest.raises(SpecMismatchError, match=r"input 'hidden': graph shape \(1, 3, 8"):
+        Predictor.load(save_model(graph, tmp_path / "layers2.onnx"))
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(ArtifactError, match="truncated.onnx: onnxruntime cannot load it"):
+        Predictor.load(truncated)
+    engine = tmp_path / "stae.engine"
+    engine.write_bytes(b"\x00" * 4096)
+    write_engine_sidecar(engine, read_metadata(load_model(path), "x"),
+                         {"engine_sha256": "0" * 64})
+    with pytest.raises(ArtifactError, match="stae.engine: its sha256 differs from the one its "
+                                            "sidecar recorded"):
+        Predictor.load(engine)
+    with pytest.raises(ArtifactError, match="missing.engine: no such engine file"):
+        Predictor.load(tmp_path / "missing.engine")
+
+
+class SlowBackend(Backend):
+    """The real backend, made slower than the camera (a deliberately slow device)."""
+
+    def __init__(self, inner: Backend, delay_s: float):
+        self.inner, self.metadata, self.delay_s = inner, inner.metadata, delay_s
+
+    def new_state_set(self):
+        return self.inner.new_state_set()
+
+    def zero(self, state):
+        self.inner.zero(state)
+
+    def run(self, frame, inputs, outputs):
+        time.sleep(self.delay_s)
+        return self.inner.run(frame, inputs, outputs)
+
+
+def test_a_slow_step_drops_stale_frames_instead_of_lagging(small_onnx_path):
+    """carphone paced at 29.97 fps (33 ms/frame) through a 150 ms step for 2 s of video."""
+    slow = Predictor(SlowBackend(Predictor.load(small_onnx_path[0]).backend, 0.15))
+    config = SourceConfig(str(fetch("carphone")), realtime=True)
+    with FrameGrabber(config, log=lambda _: None) as grabber:
+        summary = run_stream(slow, grabber, RunOptions(max_frames=12))
+    assert summary.dropped_frames >= 30                 # ~4 of every 5 frames never waited
+    # A frame waits at most one step for the consumer: bounded, not growing.
+    assert max(summary.latency_ms) < 150 + 150 + 100, summary.latency_ms
+    assert summary.latency_ms[-1] < 2 * summary.latency_ms[1] + 50
+
+
+def test_every_file_frame_is_processed_when_not_realtime(small_onnx_path):
+    predictor = Predictor.load(small_onnx_path[0])
+    with FrameGrabber(SourceConfig(str(fetch("carphone"))), log=lambda _: None) as grabber:
+        summary = run_stream(predictor, grabber, RunOptions())
+    assert summary.steps == 120 and summary.dropped_frames == 0
+    assert len(summary.psnr_db) == 119
+
+
+def test_loop_restarts_the_file_and_resets_the_state(small_onnx_path):
+    predictor = Predictor.load(small_onnx_path[0])
+    with FrameGrabber(SourceConfig(str(fetch("carphone")), loop=True), log=lambda _: None) as g:
+        summary = run_stream(predictor, g, RunOptions(max_frames=130))
+    assert summary.steps == 130 and summary.resets == 1
+
+
+def test_a_truncated_file_reconnects_and_resets_when_it_comes_back(small_onnx_path, tmp_path):
+    video = tmp_path / "camera.mp4"
+    shutil.copy(fetch("carphone"), video)
+    original = video.read_bytes()
+    messages: list[str] = []
+    predictor = Predictor.load(small_onnx_path[0])
+
+    def cut_then_restore(grabber):
+        while grabber.frame_count and len(messages) == 0 and not grabber_done.is_set():
+            time.sleep(0.01)
+        time.sleep(0.2)
+        video.write_bytes(original)
+
+    grabber_done = threading.Event()
+    config = SourceConfig(str(video), realtime=True, reconnect_attempts=3, backoff_s=0.5)
+    with FrameGrabber(config, log=messages.append) as grabber:
+        os.truncate(video, len(original) // 5)
+        restorer = threading.Thread(target=cut_then_restore, args=(grabber,))
+        restorer.start()
+        summary = run_stream(predictor, grabber, RunOptions(max_frames=60))
+        grabber_done.set()
+        restorer.join()
+    assert summary.resets == 1 and grabber.reconnects == 1
+    assert any("lost after frame" in m for m in messages)
+    assert any("reconnected" in m and "state is reset" in m for m in messages)
+
+
+def test_a_vanished_file_ends_with_a_clear_error(small_onnx_path, tmp_path):
+    video = tmp_path / "camera.mp4"
+    shutil.copy(fetch("carphone"), video)
+    config = SourceConfig(str(video), realtime=True, reconnect_attempts=2, backoff_s=0.05)
+    predictor = Predictor.load(small_onnx_path[0])
+    with FrameGrabber(config, log=lambda _: None) as grabber:
+        os.truncate(video, video.stat().st_size // 5)
+        with pytest.raises(SourceError, match=r"camera.mp4: the source disappeared after frame "
+                                              r"\d+ and did not come back after 2 reconnect"):
+            run_stream(predictor, grabber, RunOptions())
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_rtsp_with_nothing_listening_retries_then_fails_clearly(small_onnx_path, capsys):
+    from stae_cli import main
+
+    url = f"rtsp://127.0.0.1:{free_port()}/camera"
+    assert main(["run", str(small_onnx_path[0]), "--input", url, "--reconnect-attempts", "2",
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be opened; reconnecting (up to 2 attempts)" in err
+    assert f"{url}: the source disappeared after frame 0 and did not come back after 2" in err
+    assert "Traceback" not in err
+
+
+def test_missing_file_and_gstreamer_without_support(small_onnx_path, tmp_path):
+    with pytest.raises(SourceError, match="nothere.mp4: no such video file"):
+        FrameGrabber(SourceConfig(str(tmp_path / "nothere.mp4")))
+    with pytest.raises(SourceError, match="this OpenCV has no GStreamer support"):
+        FrameGrabber(SourceConfig("videotestsrc ! appsink", reconnect_attempts=0))
+
+
+def test_stae_run_writes_video_metrics_and_latency_plot(small_onnx_path, tmp_path, capsys):
+    import json
+
+    import cv2
+
+    from stae_cli import main
+
+    out = {name: tmp_path / name for name in ("run.mp4", "metrics.jsonl", "latency.png")}
+    assert main(["run", str(small_onnx_path[0]), "--input", str(fetch("carphone")),
+                 "--max-frames", "10", "--horizon", "2", "-o", str(out["run.mp4"]),
+                 "--metrics", str(out["metrics.jsonl"]), "--latency-plot",
+                 str(out["latency.png"]), "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["steps"] == 10 and summary["dropped_frames"] == 0
+    records = [json.loads(line) for line in out["metrics.jsonl"].read_text().splitlines()]
+    assert len(records) == 10
+    assert {"preprocess_ms", "infer_ms", "postprocess_ms", "capture_to_prediction_ms",
+            "dropped_frames"} <= set(records[0])
+    assert "psnr_db" in records[1] and "copy_last_psnr_db" in records[1]
+    video = cv2.VideoCapture(str(out["run.mp4"]))
+    assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 9
+    assert int(video.get(cv2.CAP_PROP_FRAME_WIDTH)) == 3 * 64
+    assert cv2.imread(str(out["latency.png"])) is not None
+    assert main(["run", str(small_onnx_path[0]), "--input", str(fetch("carphone")),
+                 "-o", str(out["run.mp4"])]) == 2
+    assert "run.mp4 already exists; pass --force" in capsys.readouterr().err
