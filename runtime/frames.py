@@ -38,8 +38,8 @@ def bgr_to_model_frame(frame_bgr: np.ndarray, frame_hw: tuple[int, int]) -> np.n
         raise FrameFormatError(
             f"camera frame: expected BGR uint8 (H, W, 3), got {frame_bgr.dtype} {frame_bgr.shape}")
     resized = center_crop_resize(frame_bgr, frame_hw)
-    rgb = resized[:, :, ::-1].astype(np.float32) / 255.0
-    return np.ascontiguousarray(rgb.transpose(2, 0, 1))
+    # One pass: BGR->RGB, HWC->CHW, uint8->float32, x/255 (faster than three numpy passes).
+    return cv2.dnn.blobFromImage(resized, scalefactor=1.0 / 255.0, swapRB=True)[0]
 
 
 def model_frame_to_bgr(frame_chw: np.ndarray) -> np.ndarray:

@@ -8,5 +8,6 @@ def psnr_db(predicted: np.ndarray, target: np.ndarray, peak: float = 1.0) -> flo
     """PSNR in dB between two same-shape arrays with values in [0, ``peak``]; inf if identical."""
     if predicted.shape != target.shape:
         raise ValueError(f"psnr_db: shapes differ: {predicted.shape} vs {target.shape}")
-    mse = float(np.mean((predicted.astype(np.float64) - target.astype(np.float64)) ** 2))
+    difference = np.subtract(predicted, target, dtype=np.float32)
+    mse = float(np.mean(np.square(difference), dtype=np.float64))
     return float("inf") if mse == 0.0 else 10.0 * np.log10(peak * peak / mse)

@@ -20,7 +20,7 @@ from runtime.sources import FrameGrabber, SourceConfig
 from runtime.streaming import RunOptions, run_stream
 from stae_ref.footage import fetch, load_clip
 
-from conftest import SMALL_CONFIG
+from conftest import SMALL_CONFIG, requires_tensorrt
 
 
 @pytest.fixture(scope="module")
@@ -260,3 +260,18 @@ def test_stae_run_writes_video_metrics_and_latency_plot(small_onnx_path, tmp_pat
     assert main(["run", str(small_onnx_path[0]), "--input", str(fetch("carphone")),
                  "-o", str(out["run.mp4"])]) == 2
     assert "run.mp4 already exists; pass --force" in capsys.readouterr().err
+
+
+@requires_tensorrt
+def test_tensorrt_engine_matches_onnxruntime_step_after_step(small_onnx_path, carphone_64, tmp_path):
+    from export.build_engine import BuildConfig, build_engine
+
+    engine = build_engine(small_onnx_path[0], tmp_path / "small.engine", BuildConfig())
+    for cuda_graphs in (False, True):
+        trt_predictor = Predictor.load(engine, cuda_graphs=cuda_graphs)
+        ort_predictor = Predictor.load(small_onnx_path[0])
+        trt_stream, ort_stream = trt_predictor.new_stream(), ort_predictor.new_stream()
+        for step in range(10):
+            ours = trt_predictor.step(trt_stream, carphone_64[step])
+            theirs = ort_predictor.step(ort_stream, carphone_64[step])
+            np.testing.assert_allclose(ours, theirs, atol=1e-3, err_msg=f"step {step + 1}")
