@@ -24,16 +24,13 @@ def test_fp32_100_steps(size, tmp_path):
     assert parity.pred_psnr_db_min >= 60.0
 
 
-def test_fp16_100_steps_on_random_weights(default_onnx_256, tmp_path):
-    """Recorded behaviour, not issue 3's bound: with *random* weights the network amplifies any
-    FP16-size perturbation (the reference against itself with only its input frames rounded to
-    FP16 falls to 51 dB by step 100), so the FP16 graph meets 40 dB for 20 steps (measured
-    63.7 dB there) and falls to 37.7 dB by step 100. Re-measure on a trained checkpoint."""
+def test_fp16_100_steps(default_onnx_256, tmp_path):
+    """Issue 3's FP16 bound: >= 40 dB vs the FP32 reference at every one of 100 steps (measured
+    41.0 dB minimum with convolutions in FP16 and the state path in FP32)."""
     fp16 = tmp_path / "stae256.fp16.onnx"
     convert_fp16(default_onnx_256[0], fp16)
     frames = forward_backward(load_clip("city", (256, 256)), 104)
     parity = check_artifact(fp16, default_onnx_256[1], frames, steps=100, horizon=4,
                             progress=False).parity
-    assert all(rel <= parity.tolerances.limit(t) for t, rel in parity.step1_max_rel.items())
-    assert min(parity.pred_psnr_db[:20]) >= 40.0
-    assert parity.pred_psnr_db_min >= 35.0
+    assert parity.passed, parity.failures
+    assert parity.pred_psnr_db_min >= 40.0
