@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+from runtime.errors import ConfigError
 from runtime.files import refuse_overwrite
 
 
@@ -43,6 +44,9 @@ def run(args: argparse.Namespace) -> int:
     from runtime.sources import FrameGrabber, SourceConfig
     from runtime.streaming import RunOptions, run_stream
 
+    if args.show and not _has_gui():
+        raise ConfigError("--show: this OpenCV has no GUI (opencv-python-headless); drop --show "
+                          "and use --output, or install opencv-python")
     outputs = {name: refuse_overwrite(path, args.force) if path else None
                for name, path in (("video", args.output), ("metrics", args.metrics),
                                   ("plot", args.latency_plot))}
@@ -80,3 +84,11 @@ def run(args: argparse.Namespace) -> int:
         if path is not None:
             print(f"wrote {path}", file=sys.stderr)
     return 0
+
+
+def _has_gui() -> bool:
+    """Whether this cv2 can open windows (``GUI: NONE`` in headless builds)."""
+    import cv2
+
+    return not any(line.strip().startswith("GUI:") and line.strip().endswith("NONE")
+                   for line in cv2.getBuildInformation().splitlines())

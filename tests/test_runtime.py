@@ -227,6 +227,17 @@ def test_rtsp_with_nothing_listening_retries_then_fails_clearly(small_onnx_path,
     assert "Traceback" not in err
 
 
+def test_show_without_a_gui_is_refused(small_onnx_path, capsys):
+    import cv2
+
+    from stae_cli import main
+
+    if "NONE" not in [l for l in cv2.getBuildInformation().splitlines() if "GUI:" in l][0]:
+        pytest.skip("this OpenCV has a GUI")
+    assert main(["run", str(small_onnx_path[0]), "--input", str(fetch("carphone")), "--show"]) == 2
+    assert "--show: this OpenCV has no GUI" in capsys.readouterr().err
+
+
 def test_missing_file_and_gstreamer_without_support(small_onnx_path, tmp_path):
     with pytest.raises(SourceError, match="nothere.mp4: no such video file"):
         FrameGrabber(SourceConfig(str(tmp_path / "nothere.mp4")))
