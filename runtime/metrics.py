@@ -11,3 +11,28 @@ def psnr_db(predicted: np.ndarray, target: np.ndarray, peak: float = 1.0) -> flo
     difference = np.subtract(predicted, target, dtype=np.float32)
     mse = float(np.mean(np.square(difference), dtype=np.float64))
     return float("inf") if mse == 0.0 else 10.0 * np.log10(peak * peak / mse)
+
+
+def ssim(predicted: np.ndarray, target: np.ndarray) -> float:
+    """Mean SSIM of two RGB (3, H, W) frames in [0, 1] (Gaussian window, sigma 1.5, per channel).
+
+    Wang et al. 2004 with K1=0.01, K2=0.03, data range 1; averaged over channels and pixels.
+    """
+    import cv2
+
+    if predicted.shape != target.shape:
+        raise ValueError(f"ssim: shapes differ: {predicted.shape} vs {target.shape}")
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    scores = []
+    for x, y in zip(np.clip(predicted, 0, 1).astype(np.float64), target.astype(np.float64)):
+        def blur(image: np.ndarray) -> np.ndarray:
+            return cv2.GaussianBlur(image, (11, 11), 1.5)
+
+        mu_x, mu_y = blur(x), blur(y)
+        var_x = blur(x * x) - mu_x ** 2
+        var_y = blur(y * y) - mu_y ** 2
+        covariance = blur(x * y) - mu_x * mu_y
+        score = ((2 * mu_x * mu_y + c1) * (2 * covariance + c2)) / \
+            ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))
+        scores.append(float(score.mean()))
+    return float(np.mean(scores))

@@ -1,0 +1,189 @@
+"""``stae train``: train a STAEConfig on real footage (MSE, Adam, cosine LR), resumably.
+
+    stae train --config model.json --run-dir runs/demo --iterations 3000 [--resume]
+
+Training frames only (``stae_ref.training_data``): held-out frames are never inputs or targets.
+Every ``--val-every`` iterations the model is scored on the held-out frames (teacher-forced PSNR
+vs copy-last) and the run is saved to ``RUN_DIR/last.pt`` (model, optimiser, RNG states), so a
+stopped run resumes exactly. At the end ``RUN_DIR/model.pt`` is a normal stae checkpoint whose
+metadata records the training config, command, seed and validation log.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from runtime.errors import CheckpointError, ConfigError
+from stae_ref.checkpoint import save_checkpoint
+from stae_ref.config import STAEConfig
+from stae_ref.evaluation import evaluate
+from stae_ref.model import STAE
+from stae_ref.training_data import SequenceSampler, split_clips
+
+STATE_FILE, LOG_FILE, MODEL_FILE, CONFIG_FILE = "last.pt", "log.jsonl", "model.pt", "train.json"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """clips: footage names. holdout_fraction: last part of each clip never trained on.
+    steps: teacher-forced steps per training sequence. crop: square crop, pixels (a multiple of
+    the model's total stride). lr -> lr_min: cosine schedule over ``iterations``."""
+
+    model: STAEConfig
+    clips: tuple[str, ...] = ("city", "carphone")
+    holdout_fraction: float = 0.2
+    iterations: int = 3000
+    batch: int = 8
+    steps: int = 12
+    crop: int = 96
+    lr: float = 1e-3
+    lr_min: float = 1e-4
+    grad_clip: float = 1.0
+    val_every: int = 250
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "clips", tuple(self.clips))
+        for name in ("iterations", "batch", "steps", "crop", "val_every"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
+        if self.crop % self.model.total_stride:
+            raise ConfigError(f"crop: {self.crop} is not a multiple of the model's total stride "
+                              f"{self.model.total_stride}")
+        if not 0 < self.lr_min <= self.lr:
+            raise ConfigError(f"lr/lr_min: need 0 < lr_min <= lr, got {self.lr} and {self.lr_min}")
+
+    def lr_at(self, iteration: int) -> float:
+        """Cosine decay from ``lr`` to ``lr_min`` over the run."""
+        progress = min(1.0, iteration / self.iterations)
+        return self.lr_min + 0.5 * (self.lr - self.lr_min) * (1 + math.cos(math.pi * progress))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "model": self.model.to_dict(), "clips": list(self.clips)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown training config fields {unknown}")
+        return cls(**{**data, "model": STAEConfig.from_dict(data["model"])})
+
+
+def train(config: TrainConfig, run_dir: str | Path, resume: bool = False,
+          progress: bool = True, command: str = "", stop_after: int | None = None) -> Path | None:
+    """Train (or resume) into ``run_dir``; returns the final checkpoint's path, or None when
+    ``stop_after`` iterations of this session ran first (the run is saved; resume it later)."""
+    run_dir = Path(run_dir)
+    state_path, config_path = run_dir / STATE_FILE, run_dir / CONFIG_FILE
+    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
+        raise CheckpointError(f"{run_dir} already holds a run; pass --resume to continue it or "
+                              f"choose another --run-dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if resume and config_path.exists():
+        saved = TrainConfig.from_dict(json.loads(config_path.read_text()))
+        if saved != config:
+            raise ConfigError(f"{config_path}: the run was started with another config; resume "
+                              f"with the same options (differences would silently change it)")
+    config_path.write_text(json.dumps(config.to_dict(), indent=2))
+    torch.manual_seed(config.seed)
+    model = STAE(config.model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    rng = np.random.default_rng(config.seed)
+    iteration, log = 0, []
+    if resume and state_path.exists():
+        saved_state = torch.load(state_path, weights_only=False)
+        model.load_state_dict(saved_state["model"])
+        optimizer.load_state_dict(saved_state["optimizer"])
+        rng.bit_generator.state = saved_state["numpy_rng"]
+        torch.set_rng_state(saved_state["torch_rng"])
+        iteration, log = saved_state["iteration"], saved_state["log"]
+    splits = split_clips(config.clips, config.model.frame_size, config.holdout_fraction)
+    sampler = SequenceSampler(splits, config.steps, config.crop)
+    bar = tqdm(total=config.iterations, initial=iteration, desc="train", unit="it",
+               disable=not progress)
+    loss_window: list[float] = []
+    session_end = config.iterations if stop_after is None else min(config.iterations,
+                                                                  iteration + stop_after)
+    while iteration < session_end:
+        model.train()
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr_at(iteration)
+        clips = torch.from_numpy(sampler.sample(rng, config.batch))        # (B, S+1, 3, c, c)
+        rollout = model.rollout(clips[:, :-1], horizon=1)
+        predictions = torch.cat([rollout.warmup_predictions, rollout.forecast], dim=1)
+        loss = torch.nn.functional.mse_loss(predictions, clips[:, 1:])
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        iteration += 1
+        loss_window.append(loss.item())
+        bar.update(1)
+        if iteration % config.val_every == 0 or iteration in (config.iterations, session_end):
+            report = evaluate(model, splits, horizons=0, with_ssim=False)
+            entry = {"iteration": iteration, "train_loss": float(np.mean(loss_window)),
+                     "lr": config.lr_at(iteration), "time": time.time(),
+                     "val_model_psnr_db": report["model_psnr_db"],
+                     "val_copy_last_psnr_db": report["copy_last_psnr_db"],
+                     "val_per_clip_gain_db": {k: v["gain_db"] for k, v in report["per_clip"].items()}}
+            log.append(entry)
+            loss_window = []
+            bar.set_postfix(loss=f"{entry['train_loss']:.5f}",
+                            gain_db=f"{entry['val_model_psnr_db'] - entry['val_copy_last_psnr_db']:+.2f}")
+            with open(run_dir / LOG_FILE, "a") as handle:
+                handle.write(json.dumps(entry) + "\n")
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                        "iteration": iteration, "log": log}, state_path.with_suffix(".partial"))
+            state_path.with_suffix(".partial").replace(state_path)
+    bar.close()
+    if iteration < config.iterations:
+        return None
+    final = run_dir / MODEL_FILE
+    save_checkpoint(model.eval(), final, force=True, metadata={
+        "train_config": config.to_dict(), "command": command, "seed": config.seed,
+        "held_out": {s.name: [s.holdout_start, len(s.frames)] for s in splits}, "log": log})
+    return final
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="STAEConfig JSON of the model to train")
+    parser.add_argument("--run-dir", required=True, help="where the run's state and log live")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    defaults = TrainConfig(model=STAEConfig())
+    for name in ("iterations", "batch", "steps", "crop", "val_every", "seed"):
+        parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
+    for name in ("lr", "lr_min", "holdout_fraction", "grad_clip"):
+        parser.add_argument("--" + name.replace("_", "-"), type=float,
+                            default=getattr(defaults, name))
+    parser.add_argument("--clips", nargs="+", default=list(defaults.clips))
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--stop-after", type=int, default=None,
+                        help="pause after N iterations of this session (resume with --resume)")
+    parser.add_argument("--quiet", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = TrainConfig(
+        model=STAEConfig.load(args.config), clips=tuple(args.clips),
+        holdout_fraction=args.holdout_fraction, iterations=args.iterations, batch=args.batch,
+        steps=args.steps, crop=args.crop, lr=args.lr, lr_min=args.lr_min,
+        grad_clip=args.grad_clip, val_every=args.val_every, seed=args.seed)
+    final = train(config, args.run_dir, resume=args.resume, progress=not args.quiet,
+                  command="stae train " + " ".join(sys.argv[2:]), stop_after=args.stop_after)
+    print(json.dumps({"checkpoint": str(final) if final else None,
+                      "paused": final is None, "run_dir": args.run_dir}))
+    return 0

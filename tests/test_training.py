@@ -1,0 +1,110 @@
+"""Training and evaluation on real footage: held-out frames stay out of training, runs are
+deterministic and resume exactly, and the evaluation scores the model against copy-last."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from runtime.errors import CheckpointError, ConfigError
+from runtime.metrics import ssim
+from stae_ref.checkpoint import load_checkpoint, save_checkpoint
+from stae_ref.config import STAEConfig
+from stae_ref.evaluation import evaluate
+from stae_ref.train import TrainConfig, train
+from stae_ref.training_data import ClipSplit, SequenceSampler, split_clips
+
+from conftest import seeded_model
+
+TINY = STAEConfig(frame_size=(32, 32), patch=4, stride2_stages=1, hidden=4, layers=1, tau=2,
+                  kernel=(1, 3, 3), head="residual")
+
+
+def tiny_training(**overrides) -> TrainConfig:
+    values = dict(model=TINY, clips=("carphone",), iterations=4, batch=2, steps=3, crop=16,
+                  val_every=2, seed=3)
+    return TrainConfig(**{**values, **overrides})
+
+
+def test_held_out_frames_are_never_sampled():
+    frames = np.broadcast_to(np.arange(40, dtype=np.float32)[:, None, None, None],
+                             (40, 3, 32, 32)).copy()                 # frame t holds the value t
+    sampler = SequenceSampler([ClipSplit("marked", frames, holdout_start=30)], steps=5, crop=16)
+    rng = np.random.default_rng(0)
+    seen = np.concatenate([sampler.sample(rng, 8).ravel() for _ in range(200)])
+    assert seen.max() == 29 and seen.min() == 0                      # reaches both ends, not past
+
+
+def test_split_matches_the_clip_lengths():
+    city, carphone = split_clips(("city", "carphone"), (32, 32), 0.2)
+    assert (len(city.frames), city.holdout_start) == (116, 93)
+    assert (len(carphone.frames), carphone.holdout_start) == (120, 96)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"crop": 20}, "crop: 20 is not a multiple of the model's total stride 8"),
+    ({"iterations": 0}, "iterations"),
+    ({"lr_min": 1.0}, "lr/lr_min"),
+])
+def test_bad_training_options_name_the_field(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        tiny_training(**overrides)
+
+
+def test_training_config_round_trips():
+    config = tiny_training()
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_training_is_deterministic_and_resumes_exactly(tmp_path):
+    straight = train(tiny_training(), tmp_path / "a", progress=False)
+    assert train(tiny_training(), tmp_path / "b", progress=False, stop_after=2) is None
+    resumed = train(tiny_training(), tmp_path / "b", resume=True, progress=False)
+    again = train(tiny_training(), tmp_path / "c", progress=False)
+    weights = [load_checkpoint(path)[0].state_dict() for path in (straight, resumed, again)]
+    for name in weights[0]:
+        assert torch.equal(weights[0][name], weights[1][name]), f"resumed run differs: {name}"
+        assert torch.equal(weights[0][name], weights[2][name]), f"same seed differs: {name}"
+    _, metadata = load_checkpoint(straight)
+    assert metadata["train_config"] == tiny_training().to_dict() and metadata["seed"] == 3
+    assert [entry["iteration"] for entry in metadata["log"]] == [2, 4]
+    assert metadata["held_out"] == {"carphone": [96, 120]}
+
+
+def test_a_finished_run_is_not_overwritten(tmp_path):
+    train(tiny_training(iterations=2), tmp_path / "run", progress=False)
+    with pytest.raises(CheckpointError, match="already holds a run; pass --resume"):
+        train(tiny_training(iterations=2), tmp_path / "run", progress=False)
+    with pytest.raises(ConfigError, match="started with another config"):
+        train(tiny_training(iterations=3), tmp_path / "run", resume=True, progress=False)
+
+
+def test_untrained_residual_model_scores_exactly_copy_last(capsys, tmp_path):
+    """A zero-initialised residual head *is* copy-last: the evaluation must say so."""
+    model = seeded_model(TINY)
+    splits = split_clips(("carphone",), (32, 32), 0.2)
+    report = evaluate(model, splits, horizons=2)
+    clip = report["per_clip"]["carphone"]
+    assert clip["held_out_targets"] == 24 and clip["gain_db"] == 0.0
+    assert report["model_psnr_db"] == report["copy_last_psnr_db"]
+    assert [h["horizon"] for h in report["horizon_psnr_db"]] == [1, 2]
+    assert report["horizon_psnr_db"][0]["model"] == report["horizon_psnr_db"][0]["copy_last"]
+    assert report["horizon_psnr_db"][1]["copy_last"] < report["horizon_psnr_db"][0]["copy_last"]
+
+    from stae_cli import main
+
+    save_checkpoint(model, tmp_path / "tiny.pt")
+    assert main(["eval", str(tmp_path / "tiny.pt"), "--clips", "carphone", "--horizons", "2",
+                 "--json", "--plot", str(tmp_path / "eval.png")]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert set(printed) >= {"model_psnr_db", "copy_last_psnr_db", "per_clip", "horizon_psnr_db"}
+    assert (tmp_path / "eval.png").stat().st_size > 0
+
+
+def test_ssim_is_one_for_identical_frames_and_falls_with_noise(carphone_128):
+    frame = carphone_128[10]
+    noisy = np.clip(frame + np.random.default_rng(0).normal(0, 0.05, frame.shape), 0, 1)
+    noisier = np.clip(frame + np.random.default_rng(0).normal(0, 0.15, frame.shape), 0, 1)
+    assert ssim(frame, frame) == pytest.approx(1.0)
+    assert 0 < ssim(noisier, frame) < ssim(noisy, frame) < 1
+    assert ssim(noisy, frame) == pytest.approx(ssim(frame, noisy.astype(np.float32)), abs=1e-6)
