@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fp16": ("export.fp16", "FP16 variant of an exported model (ModelOpt AutoCast), checked"),
     "build": ("export.build_engine", "TensorRT engine (strongly typed) + sidecar from an ONNX"),
     "run": ("runtime.cli_run", "predict the next frames of a camera, stream or video file"),
+    "report": ("runtime.demo_report", "PSNR plot and summary from `stae run` + `stae predict`"),
 }
 
 

@@ -38,6 +38,9 @@ class STAEConfig:
     cell:           recurrent cell type (see ``stae_ref.cells``).
     head:           "direct" predicts the frame with eq. (8); "residual" predicts
                     v_t + eq. (8) with the last conv zero-initialised (a documented deviation).
+    decoder_skip:   feed the space-to-depth input clip to each decoder's last conv, so the
+                    decoded frame can use full-resolution detail (a documented deviation; off
+                    in the paper's configuration).
 
     With the defaults the latent is 64x2x16x16 at 512x512 and 64x2x8x8 at 256x256: one set of
     weights runs at both sizes, since nothing in the network depends on the resolution.
@@ -53,6 +56,7 @@ class STAEConfig:
     clip_len: int = 2
     cell: str = "stam"
     head: str = "direct"
+    decoder_skip: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "frame_size", _int_tuple(self.frame_size, "frame_size", 2))
@@ -65,6 +69,8 @@ class STAEConfig:
             raise ConfigError(f"kernel: every size must be odd for 'same' padding, got {self.kernel}")
         if not isinstance(self.cell, str) or not self.cell:
             raise ConfigError(f"cell: expected a cell type name, got {self.cell!r}")
+        if not isinstance(self.decoder_skip, bool):
+            raise ConfigError(f"decoder_skip: expected true or false, got {self.decoder_skip!r}")
         if self.head not in HEADS:
             raise ConfigError(f"head: expected one of {HEADS}, got {self.head!r}")
         exact_div(self.hidden, 2 ** self.stride2_stages,

@@ -95,3 +95,28 @@ def evaluate(model: STAE, splits: list[ClipSplit], horizons: int = 4,
              "copy_last": mean([p for s in every for p in s.horizon_copy_last_psnr_db[h]])}
             for h in range(horizons)]
     return report
+
+
+@torch.no_grad()
+def long_stream_stability(model: STAE, frames: np.ndarray, window: int = 100) -> dict[str, Any]:
+    """A camera running for hours: one teacher-forced stream over ``frames`` (N, 3, H, W).
+
+    Per ``window`` steps: the largest |state| value (every state tensor but the clip window) and
+    the mean next-frame PSNR gain over copy-last (dB). Bounded means no later window grows.
+    """
+    state = model.zero_state(1, tuple(frames.shape[-2:]))
+    state_max, gain = [], []
+    window_state, window_gain = 0.0, []
+    for t in range(len(frames) - 1):
+        prediction, state = model.step(torch.from_numpy(frames[t][None]), state)
+        window_state = max(window_state, max(float(v.abs().max()) for k, v in state.items()
+                                             if k != "clip_window"))
+        target = frames[t + 1]
+        window_gain.append(psnr_db(np.clip(prediction[0].numpy(), 0, 1), target)
+                           - psnr_db(frames[t], target))
+        if (t + 1) % window == 0:
+            state_max.append(round(window_state, 4))
+            gain.append(round(float(np.mean(window_gain)), 4))
+            window_state, window_gain = 0.0, []
+    return {"steps": len(frames) - 1, "window": window, "state_max_abs_per_window": state_max,
+            "gain_db_per_window": gain}

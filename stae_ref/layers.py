@@ -70,7 +70,7 @@ class Decoder(nn.Module):
     """
 
     def __init__(self, hidden: int, stage_channels: tuple[int, ...], patch: int,
-                 out_channels: int = 3):
+                 out_channels: int = 3, skip_channels: int = 0):
         super().__init__()
         stages: list[nn.Module] = []
         in_channels = hidden
@@ -78,12 +78,17 @@ class Decoder(nn.Module):
             stages.append(_PixelShuffleStage(in_channels, out_ch))
             in_channels = out_ch
         self.stages = nn.Sequential(*stages)
-        self.to_pixels = nn.Conv3d(in_channels, out_channels * patch * patch, (1, 3, 3),
-                                   padding=(0, 1, 1))
+        self.to_pixels = nn.Conv3d(in_channels + skip_channels, out_channels * patch * patch,
+                                   (1, 3, 3), padding=(0, 1, 1))
         self.patch = patch
 
-    def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        return depth_to_space(self.to_pixels(self.stages(latent)), self.patch)
+    def forward(self, latent: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        """latent (B, hidden, T, h, w); skip: the space-to-depth clip (B, 3p², T, H/p, W/p)
+        concatenated before the last conv when the decoder was built with skip channels."""
+        features = self.stages(latent)                       # (B, C', T, H/p, W/p)
+        if skip is not None:
+            features = torch.cat([features, skip], dim=1)
+        return depth_to_space(self.to_pixels(features), self.patch)
 
 
 class _PixelShuffleStage(nn.Module):

@@ -50,9 +50,13 @@ class STAE(nn.Module):
         self.temporal_encoder = Encoder(stem_channels, config.encoder_channels)   # TE
         self.output_encoder = Encoder(stem_channels, config.encoder_channels)     # OE
         self.cell = cell_class(config)(config)
-        self.spatial_decoder = Decoder(config.hidden, config.decoder_channels, config.patch)
-        self.temporal_decoder = Decoder(config.hidden, config.decoder_channels, config.patch)
-        self.output_decoder = Decoder(config.hidden, config.decoder_channels, config.patch)
+        skip_channels = stem_channels if config.decoder_skip else 0
+        self.spatial_decoder = Decoder(config.hidden, config.decoder_channels, config.patch,
+                                       skip_channels=skip_channels)
+        self.temporal_decoder = Decoder(config.hidden, config.decoder_channels, config.patch,
+                                        skip_channels=skip_channels)
+        self.output_decoder = Decoder(config.hidden, config.decoder_channels, config.patch,
+                                      skip_channels=skip_channels)
         self.frame_fuse = nn.Conv3d(6, 3, 1)                              # W_1x1x1 of eq. (8)
         self.time_collapse = nn.Conv3d(3, 3, (config.clip_len, 1, 1))    # T -> 1
         if config.head == "residual":
@@ -127,9 +131,10 @@ class STAE(nn.Module):
                           output=self.output_encoder(stem))
         cell_state = {name: tensor for name, tensor in state.items() if name != CLIP_WINDOW}
         top, next_cell_state = self.cell(latents, cell_state)
-        spatial_pixels = self.spatial_decoder(top.spatial)                 # SH (B, 3, T, H, W)
-        temporal_pixels = self.temporal_decoder(top.temporal)              # TH (B, 3, T, H, W)
-        output_pixels = self.output_decoder(top.output)                    # OH (B, 3, T, H, W)
+        skip = stem if self.config.decoder_skip else None
+        spatial_pixels = self.spatial_decoder(top.spatial, skip)           # SH (B, 3, T, H, W)
+        temporal_pixels = self.temporal_decoder(top.temporal, skip)        # TH (B, 3, T, H, W)
+        output_pixels = self.output_decoder(top.output, skip)              # OH (B, 3, T, H, W)
         fused = output_pixels * torch.tanh(
             self.frame_fuse(torch.cat([spatial_pixels, temporal_pixels], dim=1)))   # eq. (8)
         prediction = self.time_collapse(fused).squeeze(2)                  # (B, 3, H, W)

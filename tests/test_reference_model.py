@@ -124,3 +124,20 @@ def test_wrong_state_names_the_tensor(small_model):
     with pytest.raises(FrameFormatError, match=r"'hidden': got shape \(1, 3, 8, 2, 16, 16\)"):
         small_model.step(frame, dict(state, hidden=small_model.zero_state(1, (128, 128))["hidden"]))
 
+
+
+def test_decoder_skip_feeds_the_input_clip_to_every_decoder():
+    import dataclasses
+
+    from conftest import SMALL_CONFIG
+
+    config = dataclasses.replace(SMALL_CONFIG, decoder_skip=True)
+    model = seeded_model(config).train()
+    stem_channels = 3 * config.patch ** 2
+    for decoder in (model.spatial_decoder, model.temporal_decoder, model.output_decoder):
+        assert decoder.to_pixels.in_channels == config.decoder_channels[-1] + stem_channels
+    frames = torch.rand(1, 4, 3, 64, 64)
+    rollout = model.rollout(frames[:, :3], horizon=1)
+    predictions = torch.cat([rollout.warmup_predictions, rollout.forecast], dim=1)
+    torch.nn.functional.mse_loss(predictions, frames[:, 1:]).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())

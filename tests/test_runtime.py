@@ -286,3 +286,28 @@ def test_tensorrt_engine_matches_onnxruntime_step_after_step(small_onnx_path, ca
             ours = trt_predictor.step(trt_stream, carphone_64[step])
             theirs = ort_predictor.step(ort_stream, carphone_64[step])
             np.testing.assert_allclose(ours, theirs, atol=1e-3, err_msg=f"step {step + 1}")
+
+
+def test_demo_report_aligns_the_deployed_model_with_the_reference(small_onnx_path, tmp_path, capsys):
+    """`stae run` (onnxruntime) and `stae predict` (PyTorch) of the same weights on the same clip
+    must score the same per frame: the report lines them up."""
+    from stae_cli import main
+
+    config = tmp_path / "small.json"
+    config.write_text(SMALL_CONFIG.to_json())
+    assert main(["predict", "--config", str(config), "--clip", "carphone", "--max-frames", "20",
+                 "--output-dir", str(tmp_path)]) == 0
+    assert main(["run", str(small_onnx_path[0]), "--input", str(fetch("carphone")),
+                 "--max-frames", "20", "--metrics", str(tmp_path / "m.jsonl"), "--quiet"]) == 0
+    assert main(["report", "--metrics", str(tmp_path / "m.jsonl"), "--reference",
+                 str(tmp_path / "reference_psnr.json"), "--held-out-from", "15",
+                 "--output-dir", str(tmp_path)]) == 0
+    summary = (tmp_path / "summary.txt").read_text().splitlines()
+    assert summary[0] == "clip: carphone, frame size [64, 64], 19 scored steps"
+    import re
+
+    deployed, reference = map(float, re.search(r"deployed ([\d.]+) dB, reference ([\d.]+) dB",
+                                               summary[1]).groups())
+    assert deployed == pytest.approx(reference, abs=0.01)
+    assert summary[2].startswith("held-out frames (>= 15)")
+    assert (tmp_path / "demo_psnr.png").stat().st_size > 0

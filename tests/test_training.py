@@ -108,3 +108,14 @@ def test_ssim_is_one_for_identical_frames_and_falls_with_noise(carphone_128):
     assert ssim(frame, frame) == pytest.approx(1.0)
     assert 0 < ssim(noisier, frame) < ssim(noisy, frame) < 1
     assert ssim(noisy, frame) == pytest.approx(ssim(frame, noisy.astype(np.float32)), abs=1e-6)
+
+
+def test_long_stream_report_per_window():
+    from stae_ref.evaluation import long_stream_stability
+    from stae_ref.footage import forward_backward
+
+    frames = forward_backward(split_clips(("carphone",), (32, 32), 0.2)[0].frames, 301)
+    report = long_stream_stability(seeded_model(TINY), frames, window=100)
+    assert report["steps"] == 300 and len(report["state_max_abs_per_window"]) == 3
+    assert report["gain_db_per_window"] == [0.0, 0.0, 0.0]       # untrained residual == copy-last
+    assert all(v > 0 for v in report["state_max_abs_per_window"])

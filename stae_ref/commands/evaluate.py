@@ -15,6 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="clips to evaluate (default: those it was trained on)")
     parser.add_argument("--horizons", type=int, default=4, help="closed-loop horizons 1..N")
     parser.add_argument("--plot", default=None, help="write the per-step PSNR plot here (PNG)")
+    parser.add_argument("--long-stream", type=int, default=0, metavar="STEPS",
+                        help="also run each clip forward and backward for STEPS steps and report "
+                             "the state's and the PSNR gain's evolution per 100 steps")
     parser.add_argument("--json", action="store_true")
 
 
@@ -30,6 +33,12 @@ def run(args: argparse.Namespace) -> int:
     splits = split_clips(clips, model.config.frame_size, trained.get("holdout_fraction", 0.2))
     report = evaluate(model, splits, horizons=args.horizons)
     report["checkpoint"] = args.checkpoint
+    if args.long_stream:
+        from stae_ref.evaluation import long_stream_stability
+        from stae_ref.footage import forward_backward
+
+        report["long_stream"] = {split.name: long_stream_stability(
+            model, forward_backward(split.frames, args.long_stream + 1)) for split in splits}
     if args.plot:
         series = {}
         for name, clip in report["per_clip"].items():
@@ -51,4 +60,8 @@ def run(args: argparse.Namespace) -> int:
     for entry in report.get("horizon_psnr_db", []):
         print(f"closed loop h={entry['horizon']}: model {entry['model']:.2f} dB, "
               f"copy-last {entry['copy_last']:.2f} dB")
+    for name, stability in report.get("long_stream", {}).items():
+        print(f"{name}, {stability['steps']} steps forward/backward, per 100 steps: max |state| "
+              f"{stability['state_max_abs_per_window']}, PSNR gain dB "
+              f"{stability['gain_db_per_window']}")
     return 0
