@@ -1,0 +1,41 @@
+"""The committed demo checkpoint: the file is the one recorded, and it still predicts held-out
+frames as well as recorded (a check that the reference, the data pipeline and the weights agree)."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from runtime.files import sha256_file
+from runtime.metrics import psnr_db
+from stae_ref.checkpoint import load_checkpoint
+from stae_ref.config import STAEConfig
+from stae_ref.footage import load_clip
+
+DEMO = Path(__file__).resolve().parents[1] / "stae_ref" / "checkpoints" / "demo"
+RECORD = json.loads((DEMO / "checkpoint.json").read_text())
+
+
+def test_the_file_is_the_recorded_one():
+    path = DEMO / RECORD["file"]
+    assert path.stat().st_size < 25 * 2 ** 20
+    assert sha256_file(path) == RECORD["sha256"]
+    model, metadata = load_checkpoint(path)
+    assert model.config == STAEConfig.load(DEMO / "model_config.json")
+    assert metadata["held_out"] == RECORD["held_out"]
+
+
+@torch.no_grad()
+def test_held_out_psnr_matches_the_recorded_figure():
+    model, _ = load_checkpoint(DEMO / RECORD["file"])
+    check = RECORD["check"]
+    frames = load_clip(check["clip"], model.config.frame_size)
+    state, model_db, copy_db = model.zero_state(), [], []
+    for t in range(check["targets"][-1]):
+        prediction, state = model.step(torch.from_numpy(frames[t][None]), state)
+        if t + 1 in check["targets"]:
+            model_db.append(psnr_db(np.clip(prediction[0].numpy(), 0, 1), frames[t + 1]))
+            copy_db.append(psnr_db(frames[t], frames[t + 1]))
+    assert np.mean(model_db) == pytest.approx(check["model_psnr_db"], abs=0.1)
+    assert np.mean(copy_db) == pytest.approx(check["copy_last_psnr_db"], abs=0.01)
