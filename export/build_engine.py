@@ -24,6 +24,7 @@ from runtime.backends.tensorrt_backend import require_tensorrt
 from runtime.errors import ConfigError, EngineBuildError
 from runtime.files import refuse_overwrite, sha256_file
 from runtime.protocol import DYNAMIC_BATCH, IOSpec
+from stae_ref.config import check_known_fields
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class BuildConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "BuildConfig":
+        check_known_fields(cls, data, "build config")
         return cls(**data)
 
 

@@ -24,6 +24,7 @@ import torch
 
 from export.onnx_graph import graph_io, load_model, save_model, write_metadata
 from runtime.artifact import ArtifactMetadata, check_graph_io
+from runtime.errors import ConfigError
 from runtime.files import refuse_overwrite
 from runtime.protocol import DYNAMIC_BATCH
 from stae_ref.model import STAE
@@ -42,7 +43,7 @@ def export_onnx(model: STAE, output: str | Path, provenance: dict[str, Any], *,
     """
     output = refuse_overwrite(output, force)
     if opset < 17:
-        raise ValueError(f"--opset {opset}: TensorRT needs opset >= 17 for its normalisation layer")
+        raise ConfigError(f"--opset {opset}: TensorRT needs opset >= 17 for its normalisation layer")
     model = model.eval()
     spec = model.spec().with_batch(DYNAMIC_BATCH) if dynamic_batch else model.spec()
     # torch.export specialises a dimension of size 1, so a dynamic batch is traced with batch 2.

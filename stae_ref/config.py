@@ -119,10 +119,7 @@ class STAEConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "STAEConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown config fields {unknown}; known fields: {sorted(known)}")
+        check_known_fields(cls, data, "config")
         return cls(**dict(data))
 
     def to_json(self) -> str:
@@ -146,6 +143,14 @@ class STAEConfig:
         except OSError as err:
             raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
         return cls.from_json(text)
+
+
+def check_known_fields(cls: type, data: Mapping[str, Any], what: str) -> None:
+    """Raise :class:`ConfigError` naming any key of ``data`` that is not a field of ``cls``."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown {what} fields {unknown}; known fields: {sorted(known)}")
 
 
 def _require_int(value: Any, name: str, minimum: int, why: str = "") -> None:

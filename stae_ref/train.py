@@ -15,7 +15,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from runtime.errors import CheckpointError, ConfigError
 from stae_ref.checkpoint import save_checkpoint
-from stae_ref.config import STAEConfig
+from stae_ref.config import STAEConfig, check_known_fields
 from stae_ref.evaluation import evaluate
 from stae_ref.model import STAE
 from stae_ref.training_data import SequenceSampler, split_clips
@@ -73,10 +73,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown training config fields {unknown}")
+        check_known_fields(cls, data, "training config")
         return cls(**{**data, "model": STAEConfig.from_dict(data["model"])})
 
 
