@@ -112,15 +112,16 @@ def run_stream(predictor: Predictor, grabber: FrameGrabber, options: RunOptions,
                 summary.copy_last_psnr_db.append(psnr_db(previous_frame, frame))
                 record.update(psnr_db=round(summary.psnr_db[-1], 3),
                               copy_last_psnr_db=round(summary.copy_last_psnr_db[-1], 3))
-                panel = side_by_side([
-                    ("actual", model_frame_to_bgr(frame)),
-                    ("predicted", model_frame_to_bgr(previous_prediction)),
-                    (f"|error| x{HEATMAP_GAIN:g}", error_heatmap(previous_prediction, frame))])
-                if video is not None:
-                    video.write(panel)
-                if options.show:
-                    cv2.imshow("stae run", panel)
-                    cv2.waitKey(1)
+                if video is not None or options.show:      # compose only for a sink
+                    panel = side_by_side([
+                        ("actual", model_frame_to_bgr(frame)),
+                        ("predicted", model_frame_to_bgr(previous_prediction)),
+                        (f"|error| x{HEATMAP_GAIN:g}", error_heatmap(previous_prediction, frame))])
+                    if video is not None:
+                        video.write(panel)
+                    if options.show:
+                        cv2.imshow("stae run", panel)
+                        cv2.waitKey(1)
             previous_prediction = None if forecast is None else forecast[0]
             previous_frame = frame
             t3 = time.perf_counter()
