@@ -71,7 +71,7 @@ def evaluate(model: STAE, splits: list[ClipSplit], horizons: int = 4,
         teacher_forced_scores(model, split, scores, with_ssim)
         if horizons:
             closed_loop_scores(model, split, scores, horizons)
-    every = [s for s in per_clip.values()]
+    every = list(per_clip.values())
 
     def mean(values: list[float]) -> float:
         return round(float(np.mean(values)), 3) if values else float("nan")

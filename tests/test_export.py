@@ -17,7 +17,6 @@ from export.to_onnx import export_onnx
 from runtime.artifact import ArtifactMetadata
 from runtime.errors import ArtifactError, OutputExistsError, SpecMismatchError
 from runtime.onnx_session import OnnxStepper
-from runtime.protocol import IOSpec
 from stae_ref.checkpoint import save_checkpoint, weights_sha256
 from stae_ref.config import STAEConfig
 from stae_ref.footage import forward_backward, load_clip

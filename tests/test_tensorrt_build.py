@@ -1,7 +1,6 @@
 """TensorRT engine building: type-checked against TensorRT's API here, run only where TensorRT
 is (it cannot be installed on these machines; those tests skip with that reason)."""
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
