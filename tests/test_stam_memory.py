@@ -108,3 +108,37 @@ def test_hidden_state_is_each_layers_output(small_model):
         handle.remove()
     for n, hidden in enumerate(outputs):
         assert torch.equal(state["hidden"][:, n], hidden), f"layer {n}"
+
+
+def max_memory_over_stream(cell: str, steps: int) -> float:
+    """max |state| over ``steps`` steps of loud random frames, recurrent weights scaled x4, and a
+    gate bias that holds the forget gate near 1 (what a model trained on short sequences learns)."""
+    from dataclasses import replace
+
+    from conftest import SMALL_CONFIG, seeded_model
+
+    model = seeded_model(replace(SMALL_CONFIG, cell=cell))
+    with torch.no_grad():
+        for layer in model.modules():
+            if isinstance(layer, STAMLayer):
+                for conv in layer.modules():
+                    if isinstance(conv, torch.nn.Conv3d):
+                        conv.weight.mul_(4.0)
+                channels = layer.fuse.out_channels           # conv_h gives i, g, f, o
+                layer.conv_h.norm.bias[2 * channels:3 * channels] += 6.0
+        generator = torch.Generator().manual_seed(0)
+        state, largest = model.zero_state(), 0.0
+        for _ in range(steps):
+            _, state = model.step(3 * torch.rand(1, 3, 64, 64, generator=generator), state)
+            largest = max(largest, *(state[name].abs().max().item()
+                                     for name in ("hidden", "temporal_ring", "spatial_ring")))
+    return largest
+
+
+def test_bounded_cell_keeps_every_memory_inside_unit_range_on_any_stream():
+    assert max_memory_over_stream("stam_bounded", 150) < 1.0
+
+
+def test_the_papers_memory_update_is_not_bounded_under_the_same_stream():
+    assert max_memory_over_stream("stam", 150) > 5.0, \
+        "the unbounded update should grow here; otherwise the bound test proves nothing"

@@ -8,9 +8,10 @@ from __future__ import annotations
 from runtime.errors import ConfigError
 from stae_ref.cells.base import Latents, RecurrentCell
 from stae_ref.cells.stam import STAMStack
+from stae_ref.cells.stam_bounded import BoundedSTAMStack
 from stae_ref.config import STAEConfig
 
-CELLS: dict[str, type[RecurrentCell]] = {"stam": STAMStack}
+CELLS: dict[str, type[RecurrentCell]] = {"stam": STAMStack, "stam_bounded": BoundedSTAMStack}
 
 __all__ = ["CELLS", "Latents", "RecurrentCell", "cell_class"]
 

@@ -68,7 +68,7 @@ class STAMLayer(nn.Module):
         i_t = torch.sigmoid(i_x + i_h)
         g_t = torch.tanh(g_x + g_h)
         f_t = torch.sigmoid(f_x + f_h + FORGET_BIAS)
-        cell = i_t * g_t + f_t * memory_attention(f_t, temporal_ring)               # eq. (4)
+        cell = self.memory_update(i_t, g_t, f_t, temporal_ring)                     # eq. (4)
 
         previous_spatial = spatial_ring[:, -1]                                      # M^{Nt+k-1}
         i_sx, g_sx, f_sx = self.conv_s(spatial_in).chunk(3, dim=1)
@@ -76,20 +76,32 @@ class STAMLayer(nn.Module):
         i_s = torch.sigmoid(i_sx + i_m)
         g_s = torch.tanh(g_sx + g_m)
         f_s = torch.sigmoid(f_sx + f_m + FORGET_BIAS)
-        spatial = i_s * g_s + f_s * memory_attention(f_s, spatial_ring)             # eq. (5)
+        spatial = self.memory_update(i_s, g_s, f_s, spatial_ring)                   # eq. (5)
 
         both = torch.cat([cell, spatial], dim=1)                                    # (B, 2C, T, h, w)
         output_gate = torch.sigmoid(self.conv_o(output_in) + o_h + self.conv_cm(both))
         hidden_next = output_gate * torch.tanh(self.fuse(both))                     # eq. (6)
         return hidden_next, cell, spatial, output_gate
 
+    @staticmethod
+    def memory_update(input_gate: torch.Tensor, candidate: torch.Tensor,
+                      forget_gate: torch.Tensor, ring: torch.Tensor) -> torch.Tensor:
+        """The paper's memory update ``i ⊙ g + f ⊙ ATT(f, ring)`` (eqs. 4 and 5).
+
+        Gates and candidate (B, C, T, h, w), ring (B, tau, C, T, h, w). Not bounded: with f near
+        1 every step can add up to |g| <= 1 to the memory.
+        """
+        return input_gate * candidate + forget_gate * memory_attention(forget_gate, ring)
+
 
 class STAMStack(RecurrentCell):
     """N STAM layers (eq. 3: layer k>1 takes H^{k-1}_t as its S, T and O inputs)."""
 
+    layer_class: type[STAMLayer] = STAMLayer
+
     def __init__(self, config: STAEConfig):
         super().__init__()
-        self.layers = nn.ModuleList(STAMLayer(config.hidden, config.kernel)
+        self.layers = nn.ModuleList(self.layer_class(config.hidden, config.kernel)
                                     for _ in range(config.layers))
 
     @classmethod
