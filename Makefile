@@ -6,19 +6,23 @@ STAMP  := $(VENV)/.installed
 PYRIGHT_VERSION := 1.1.414
 PYRIGHT := .tools/node_modules/.bin/pyright
 
-.PHONY: install test test-all typecheck demo clean
+.PHONY: install test test-all typecheck demo int8 clean
 
 install: $(STAMP)
 
 # torch is installed first and pinned: the CPU wheel lies on local disk; any other torch
 # requirement could pull a multi-GB CUDA build. tensorrt-stubs is installed without its
-# dependency (a TensorRT download stub that fails): it only serves the type checker.
+# dependency (a TensorRT download stub that fails) into .tools/, outside the venv: it only
+# serves the type checker, and inside the venv its bare `tensorrt/` folder would import as an
+# empty namespace package that ModelOpt mistakes for TensorRT.
+TRT_STUBS := .tools/tensorrt-stubs
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
-	$(BIN)/python -m pip install --quiet --no-deps tensorrt-stubs==10.13.0.35.1
+	$(BIN)/python -m pip install --quiet --no-deps --upgrade --target $(TRT_STUBS) \
+		tensorrt-stubs==10.13.0.35.1
 	touch $(STAMP)
 
 # TensorRT code cannot run here; pyright (mypy cannot parse TensorRT's stubs) checks every call
@@ -53,6 +57,24 @@ demo: install
 		--held-out-from $(DEMO_HELD_OUT_FROM) --output-dir out --force
 	@echo "demo outputs are in $(CURDIR)/out/: demo_side_by_side.mp4, demo_psnr.png,"
 	@echo "  demo_latency.png, summary.txt, parity_psnr.png, reference_side_by_side.mp4"
+
+# INT8 and FP16 of the demo model, with their drift over 300 held-out steps per clip and the
+# per-group sensitivity table (about 15 minutes here). Run after `make demo` (uses its ONNX).
+int8: install
+	test -f out/stae_demo.onnx || $(MAKE) demo
+	$(BIN)/stae calibrate out/stae_demo.onnx -o out/calib.npz --force
+	$(BIN)/stae quantize out/stae_demo.onnx --calib out/calib.npz -o out/stae_demo.int8.onnx \
+		--target tensorrt --force
+	$(BIN)/stae quantize out/stae_demo.onnx --calib out/calib.npz \
+		-o out/stae_demo.int8_ort.onnx --target onnxruntime --force
+	$(BIN)/stae fp16 out/stae_demo.onnx -o out/stae_demo.fp16.onnx --force --no-check
+	$(BIN)/stae drift out/stae_demo.onnx out/stae_demo.int8.onnx out/stae_demo.int8_ort.onnx \
+		out/stae_demo.fp16.onnx --steps 300 --plot out/drift.png --force --json > out/drift.json
+	$(BIN)/stae sensitivity out/stae_demo.onnx --calib out/calib.npz --steps 100 \
+		-o out/sensitivity.md --force
+	$(BIN)/python benchmarks/int8_speed.py out/stae_demo.onnx out/stae_demo.int8_ort.onnx \
+		out/stae_demo.int8.onnx out/stae_demo.fp16.onnx --steps 80 | tee out/int8_speed.jsonl
+	@echo "INT8 outputs are in $(CURDIR)/out/: drift.json, drift.png, sensitivity.md, int8_speed.jsonl"
 
 clean:
 	rm -rf $(VENV) .tools out .pytest_cache
