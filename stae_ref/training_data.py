@@ -13,6 +13,8 @@ import numpy as np
 from runtime.errors import ConfigError
 from stae_ref.footage import load_clip
 
+DEFAULT_HOLDOUT_FRACTION = 0.2   # the last fifth of every clip is held out
+
 
 @dataclass(frozen=True)
 class ClipSplit:

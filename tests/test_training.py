@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from runtime.errors import CheckpointError, ConfigError
-from runtime.metrics import ssim
+from runtime.metrics import psnr_db, ssim
 from stae_ref.checkpoint import load_checkpoint, save_checkpoint
 from stae_ref.config import STAEConfig
 from stae_ref.evaluation import evaluate
-from stae_ref.train import TrainConfig, train
+from stae_ref.train import TrainConfig, train, training_loss
 from stae_ref.training_data import ClipSplit, SequenceSampler, split_clips
 
 from conftest import seeded_model
@@ -45,10 +45,25 @@ def test_split_matches_the_clip_lengths():
     ({"crop": 20}, "crop: 20 is not a multiple of the model's total stride 8"),
     ({"iterations": 0}, "iterations"),
     ({"lr_min": 1.0}, "lr/lr_min"),
+    ({"loss": "l1"}, r"loss: expected one of \('mse', 'psnr'\), got 'l1'"),
 ])
 def test_bad_training_options_name_the_field(overrides, message):
     with pytest.raises(ConfigError, match=message):
         tiny_training(**overrides)
+
+
+def test_psnr_loss_is_minus_the_mean_per_frame_psnr_and_mse_is_the_papers():
+    generator = torch.Generator().manual_seed(0)
+    targets = torch.rand(2, 3, 3, 16, 16, generator=generator)
+    noise = torch.tensor([0.01, 0.1]).view(2, 1, 1, 1, 1)
+    predictions = targets + noise * torch.randn(2, 3, 3, 16, 16, generator=generator)
+    frame_psnr = [psnr_db(predictions[b, s].numpy(), targets[b, s].numpy())
+                  for b in range(2) for s in range(3)]
+    floored_psnr = [-10 * np.log10(10 ** (-p / 10) + 1e-5) for p in frame_psnr]   # 50 dB floor
+    assert training_loss("psnr", predictions, targets).item() == pytest.approx(
+        -np.mean(floored_psnr), abs=1e-3)
+    assert training_loss("mse", predictions, targets).item() == pytest.approx(
+        ((predictions - targets) ** 2).mean().item())
 
 
 def test_training_config_round_trips():

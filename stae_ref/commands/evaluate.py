@@ -25,12 +25,13 @@ def run(args: argparse.Namespace) -> int:
     from runtime.plots import save_line_plot
     from stae_ref.checkpoint import load_checkpoint
     from stae_ref.evaluation import evaluate
-    from stae_ref.training_data import split_clips
+    from stae_ref.training_data import DEFAULT_HOLDOUT_FRACTION, split_clips
 
     model, metadata = load_checkpoint(args.checkpoint)
     trained = metadata.get("train_config", {})
     clips = tuple(args.clips or trained.get("clips", ("city", "carphone")))
-    splits = split_clips(clips, model.config.frame_size, trained.get("holdout_fraction", 0.2))
+    splits = split_clips(clips, model.config.frame_size, trained.get("holdout_fraction",
+                                                                    DEFAULT_HOLDOUT_FRACTION))
     report = evaluate(model, splits, horizons=args.horizons)
     report["checkpoint"] = args.checkpoint
     if args.long_stream:
