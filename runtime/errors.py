@@ -60,3 +60,7 @@ class SourceError(StaeError):
 
 class CudaError(StaeError):
     """A CUDA runtime call failed; the message names the call and the CUDA error."""
+
+
+class CalibrationError(StaeError):
+    """A calibration file is missing, foreign to the model, or does not match its protocol."""

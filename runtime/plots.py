@@ -2,23 +2,37 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
+
+Series = Mapping[str, Sequence[float]]       # label -> y values at x = 0, 1, ...
 
 
-def save_line_plot(path: str | Path, series: dict[str, Sequence[float]], x_label: str,
+def save_line_plot(path: str | Path, series: Series, x_label: str,
                    y_label: str, title: str) -> Path:
     """Write one PNG with a line per ``series`` entry (label -> y values at x = 0, 1, ...)."""
+    return save_panel_plot(path, {title: (y_label, series)}, x_label)
+
+
+def save_panel_plot(path: str | Path, panels: Mapping[str, tuple[str, Series]], x_label: str,
+                    columns: int = 1) -> Path:
+    """Write one PNG of stacked panels: panel title -> (y label, series), sharing the x axis."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(8, 4), dpi=110)
-    for label, values in series.items():
-        axes.plot(range(len(values)), list(values), label=label, linewidth=1.4)
-    axes.set(xlabel=x_label, ylabel=y_label, title=title)
-    axes.grid(alpha=0.3)
-    axes.legend()
+    rows = -(-len(panels) // columns)
+    figure, grid = plt.subplots(rows, columns, figsize=(8 * columns, 4 * rows), dpi=110,
+                                squeeze=False)
+    cells = grid.ravel()
+    for axes, (title, (y_label, series)) in zip(cells, panels.items()):
+        for label, values in series.items():
+            axes.plot(range(len(values)), list(values), label=label, linewidth=1.4)
+        axes.set(xlabel=x_label, ylabel=y_label, title=title)
+        axes.grid(alpha=0.3)
+        axes.legend()
+    for axes in cells[len(panels):]:
+        axes.set_visible(False)
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,76 @@
+"""What an INT8 graph quantises: one frozen, JSON round-trip policy, shared by both targets.
+
+``op_types``        op types given Q/DQ (activations per tensor, weights per output channel,
+                    all symmetric); every other op stays FP32.
+``exclude_groups``  node groups (``calibration.node_groups``) kept FP32 even if their op type is
+                    quantised.
+``exclude_nodes``   node names kept FP32 as well (exact names).
+
+The default was chosen by measurement (``stae sensitivity`` on the demo checkpoint; numbers in
+``calibration/README.md``): convolutions carry nearly all of the FLOPs and cost little, while the
+state path (gate products, memory updates, ATT softmax), normalisations and the residual head
+are cheap to keep in float and expensive to quantise in a recurrent loop.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping
+
+from runtime.errors import ConfigError
+from stae_ref.config import check_known_fields
+
+ALL_OP_TYPES = "all"
+
+
+@dataclass(frozen=True)
+class QuantPolicy:
+    """See the module docstring. ``op_types == ("all",)`` lets the tool quantise every op it can."""
+
+    op_types: tuple[str, ...] = ("Conv",)
+    exclude_groups: tuple[str, ...] = ("head",)
+    exclude_nodes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("op_types", "exclude_groups", "exclude_nodes"):
+            value = getattr(self, name)
+            if isinstance(value, str) or not all(isinstance(v, str) and v for v in value):
+                raise ConfigError(f"{name}: expected a list of non-empty names, got {value!r}")
+            object.__setattr__(self, name, tuple(value))
+        if not self.op_types:
+            raise ConfigError("op_types: empty; nothing would be quantised")
+        if ALL_OP_TYPES in self.op_types and len(self.op_types) > 1:
+            raise ConfigError(f"op_types: '{ALL_OP_TYPES}' cannot be combined with op types, "
+                              f"got {list(self.op_types)}")
+
+    @property
+    def quantizes_all_op_types(self) -> bool:
+        return self.op_types == (ALL_OP_TYPES,)
+
+    def excluded_nodes(self, groups: Mapping[str, list[str]]) -> list[str]:
+        """Names of the nodes kept in float: the excluded groups' nodes plus ``exclude_nodes``.
+        Raises ConfigError for a group the graph does not have."""
+        unknown = sorted(set(self.exclude_groups) - set(groups))
+        if unknown:
+            raise ConfigError(f"exclude_groups: {unknown} are not groups of this graph; it has "
+                              f"{sorted(groups)}")
+        known_nodes = {n for names in groups.values() for n in names}
+        missing = sorted(set(self.exclude_nodes) - known_nodes)
+        if missing:
+            raise ConfigError(f"exclude_nodes: {missing} are not nodes of this graph")
+        excluded = [n for g in self.exclude_groups for n in groups[g]]
+        return excluded + [n for n in self.exclude_nodes if n not in excluded]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "QuantPolicy":
+        check_known_fields(cls, data, "quantisation policy")
+        return cls(**{k: tuple(v) for k, v in data.items()})
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+DEFAULT_POLICY = QuantPolicy()

@@ -1,0 +1,114 @@
+"""``stae quantize``: an INT8 (Q/DQ) graph from an FP32 export and a calibration file.
+
+    stae quantize MODEL.onnx --calib calib.npz -o MODEL.int8.onnx [--target tensorrt|onnxruntime]
+        [--op-types Conv ...] [--exclude-groups head ...] [--exclude-nodes NAME ...]
+
+Both targets read the same calibration file and the same policy (``calibration.policy``): what
+is quantised, and which node groups stay FP32. The INT8 graph keeps the FP32 model's I/O (the
+recurrent state crosses steps in FP32) and its metadata, with precision "int8" and the target,
+policy, tool and calibration provenance recorded in its notes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from calibration.calib_data import batches, info_path, load_calibration
+from calibration.node_groups import group_nodes
+from calibration.policy import DEFAULT_POLICY, QuantPolicy
+from calibration.targets import DEFAULT_TARGET, TARGETS, target_named
+from export.onnx_graph import graph_io, load_model, save_model, verified_metadata, write_metadata
+from runtime.artifact import ArtifactMetadata, check_graph_io
+from runtime.errors import ArtifactError, CalibrationError
+from runtime.files import refuse_overwrite, sha256_file
+
+
+def quantize_model(source: str | Path, calib_path: str | Path, output: str | Path,
+                   target: str = DEFAULT_TARGET, policy: QuantPolicy = DEFAULT_POLICY,
+                   force: bool = False) -> ArtifactMetadata:
+    """Write the INT8 version of the fp32 artifact ``source`` to ``output``; returns its metadata.
+
+    Refuses a calibration file recorded with another model (its sha256 is in calib.npz.json).
+    """
+    source, output = Path(source), refuse_overwrite(output, force)
+    model = load_model(source)
+    metadata = verified_metadata(model, str(source))
+    if metadata.precision != "fp32":
+        raise ArtifactError(f"{source}: precision is {metadata.precision}; quantise an fp32 export")
+    tensors = load_calibration(calib_path, metadata.spec)
+    source_sha256 = sha256_file(source)
+    recorded_with = json.loads(info_path(calib_path).read_text()).get("model_sha256") \
+        if info_path(calib_path).is_file() else None
+    if recorded_with is not None and recorded_with != source_sha256:
+        raise CalibrationError(f"{calib_path}: recorded with another model (sha256 "
+                               f"{recorded_with[:12]}..., {source} is {source_sha256[:12]}...); "
+                               f"record it again with `stae calibrate {source}`")
+    excluded = policy.excluded_nodes(group_nodes(model))
+    tool = target_named(target)
+    with tempfile.TemporaryDirectory(dir=output.parent) as scratch:
+        written = Path(scratch) / "int8.onnx"
+        tool_info = tool.quantize(source, written, batches(tensors, metadata.spec),
+                                  None if policy.quantizes_all_op_types else list(policy.op_types),
+                                  excluded)
+        quantized = load_model(written)
+    int8_metadata = ArtifactMetadata(
+        spec=metadata.spec, config=metadata.config, precision="int8",
+        checkpoint_sha256=metadata.checkpoint_sha256, preprocessing=metadata.preprocessing,
+        notes={**metadata.notes, "int8": {
+            "target": target, "policy": policy.to_dict(), **tool_info,
+            "excluded_nodes": len(excluded), "source_onnx_sha256": source_sha256,
+            "calibration_sha256": sha256_file(calib_path),
+            "calibration_samples": len(next(iter(tensors.values())))}})
+    write_metadata(quantized, int8_metadata)        # the tools do not carry metadata_props over
+    inputs, outputs = graph_io(quantized)
+    check_graph_io(metadata.spec, inputs, outputs, f"{output} (just quantised)")
+    save_model(quantized, output)
+    return int8_metadata
+
+
+def policy_from_args(args: argparse.Namespace) -> QuantPolicy:
+    """The policy given on the command line (defaults: :data:`DEFAULT_POLICY`)."""
+    return QuantPolicy(op_types=tuple(args.op_types), exclude_groups=tuple(args.exclude_groups),
+                       exclude_nodes=tuple(args.exclude_nodes))
+
+
+def add_policy_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--op-types", nargs="+", default=list(DEFAULT_POLICY.op_types),
+                        help="op types to quantise ('all': every op the tool supports)")
+    parser.add_argument("--exclude-groups", nargs="*", default=list(DEFAULT_POLICY.exclude_groups),
+                        help="node groups kept FP32 (see calibration/node_groups.py)")
+    parser.add_argument("--exclude-nodes", nargs="*", default=[], help="node names kept FP32")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from export.check_cli import add_check_arguments
+
+    parser.add_argument("model", help="the fp32 ONNX model exported by `stae export`")
+    parser.add_argument("--calib", required=True, help="calibration file from `stae calibrate`")
+    parser.add_argument("--output", "-o", required=True, help="the INT8 ONNX file to write")
+    parser.add_argument("--target", choices=sorted(TARGETS), default=DEFAULT_TARGET,
+                        help="tensorrt: ModelOpt Q/DQ for TensorRT; onnxruntime: quantize_static")
+    add_policy_arguments(parser)
+    parser.add_argument("--force", action="store_true", help="overwrite an existing --output")
+    parser.add_argument("--checkpoint", default=None, help="checkpoint the model came from")
+    parser.add_argument("--no-check", action="store_true", help="skip the checks after quantising")
+    add_check_arguments(parser, default_steps=8)
+
+
+def run(args: argparse.Namespace) -> int:
+    policy = policy_from_args(args)
+    start = time.perf_counter()
+    metadata = quantize_model(args.model, args.calib, args.output, args.target, policy, args.force)
+    notes = metadata.notes["int8"]
+    print(f"quantised for {args.target} with {notes['tool']} in {time.perf_counter() - start:.1f} s "
+          f"({notes['excluded_nodes']} nodes kept FP32 by the policy {policy.to_json()}): "
+          f"{args.output} ({Path(args.output).stat().st_size / 2**20:.1f} MB)", file=sys.stderr)
+    if args.no_check:
+        return 0
+    from export.check_cli import run_checks_and_report
+
+    return run_checks_and_report(args.output, args)

@@ -1,0 +1,113 @@
+"""``stae sensitivity``: the cost of quantising each node group, so the exclusion policy rests on
+numbers.
+
+    stae sensitivity MODEL.onnx --calib calib.npz [--target tensorrt] [--steps 60] -o sweep.md
+
+Quantises one group at a time (every other node stays FP32), plus three reference points:
+everything the tool can quantise, every convolution, and the default policy. Each variant runs
+``stae drift``'s measurement on held-out footage; the table gives its mean PSNR vs FP32, error
+relative to the predicted change, truth gap and build-up slope. A group the tool does not
+quantise at all (no Q/DQ node appears) is listed as such.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from calibration.drift import held_out_streams, measure_drift
+from calibration.node_groups import group_nodes
+from calibration.policy import ALL_OP_TYPES, DEFAULT_POLICY, QuantPolicy
+from calibration.quantize import quantize_model
+from calibration.targets import DEFAULT_TARGET, TARGETS
+from export.onnx_graph import load_model
+from runtime.files import refuse_overwrite
+from runtime.onnx_session import open_session
+from stae_ref.footage import CLIPS
+
+COLUMNS = ("psnr_vs_fp32_db_mean", "err_over_delta_mean", "truth_gap_db",
+           "buildup_slope_db_per_100_steps")
+
+
+def sweep_policies(model: onnx.ModelProto) -> dict[str, QuantPolicy]:
+    """Variant label -> policy: the reference points, then one group alone at a time."""
+    groups = group_nodes(model)
+    policies = {"all ops": QuantPolicy(op_types=(ALL_OP_TYPES,), exclude_groups=()),
+                "all convs": QuantPolicy(op_types=("Conv",), exclude_groups=()),
+                "default policy": DEFAULT_POLICY}
+    for group in groups:
+        others = tuple(g for g in groups if g != group)
+        policies[f"only {group}"] = QuantPolicy(op_types=(ALL_OP_TYPES,), exclude_groups=others)
+    return policies
+
+
+def quantized_node_count(path: Path) -> int:
+    return sum(node.op_type == "QuantizeLinear" for node in load_model(path).graph.node)
+
+
+def sensitivity_sweep(model_path: str | Path, calib_path: str | Path, target: str, steps: int,
+                      clips: tuple[str, ...]) -> list[dict[str, Any]]:
+    """One row per variant: label, policy, Q/DQ count and the drift summary (worst stream)."""
+    _, metadata = open_session(model_path)
+    height, width = metadata.spec.data_inputs[0].shape[2:]
+    streams = held_out_streams((height, width), clips, steps)
+    rows = []
+    policies = sweep_policies(load_model(model_path))
+    with tempfile.TemporaryDirectory() as scratch:
+        for index, (label, policy) in enumerate(policies.items(), start=1):
+            print(f"[{index}/{len(policies)}] {label}", file=sys.stderr)
+            path = Path(scratch) / f"variant{index}.onnx"
+            quantize_model(model_path, calib_path, path, target, policy)
+            count = quantized_node_count(path)
+            row: dict[str, Any] = {"variant": label, "policy": policy.to_dict(),
+                                   "quantize_nodes": count}
+            if count:
+                report = measure_drift(model_path, {"int8": path}, streams, progress=False)
+                row.update({k: report["worst"]["int8"][k] for k in COLUMNS})
+            rows.append(row)
+    return rows
+
+
+def markdown_table(rows: list[dict[str, Any]], target: str, steps: int) -> str:
+    """The sweep as a markdown table (worst held-out stream of each variant)."""
+    lines = [f"INT8 sensitivity, target {target}, {steps} teacher-forced steps per held-out clip, "
+             f"worst clip shown", "",
+             "| variant | Q nodes | PSNR vs FP32 dB | err / predicted change | truth gap dB "
+             "| build-up dB/100 steps |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        if not row["quantize_nodes"]:
+            continue
+        lines.append(f"| {row['variant']} | {row['quantize_nodes']} | "
+                     f"{row['psnr_vs_fp32_db_mean']:.2f} | {row['err_over_delta_mean']:.3f} | "
+                     f"{row['truth_gap_db']:+.3f} | {row['buildup_slope_db_per_100_steps']:+.3f} |")
+    untouched = [row["variant"].removeprefix("only ") for row in rows if not row["quantize_nodes"]]
+    if untouched:
+        lines += ["", f"Groups this target does not quantise at all: {', '.join(untouched)}."]
+    return "\n".join(lines) + "\n"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="the fp32 ONNX export")
+    parser.add_argument("--calib", required=True, help="calibration file from `stae calibrate`")
+    parser.add_argument("--target", choices=sorted(TARGETS), default=DEFAULT_TARGET)
+    parser.add_argument("--steps", type=int, default=60, help="teacher-forced steps per clip")
+    parser.add_argument("--clips", nargs="+", default=sorted(CLIPS))
+    parser.add_argument("--output", "-o", required=True,
+                        help="markdown table to write (the rows also go to OUTPUT.json)")
+    parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
+
+
+def run(args: argparse.Namespace) -> int:
+    output = refuse_overwrite(args.output, args.force)
+    rows_path = refuse_overwrite(str(output) + ".json", args.force)
+    rows = sensitivity_sweep(args.model, args.calib, args.target, args.steps, tuple(args.clips))
+    table = markdown_table(rows, args.target, args.steps)
+    output.write_text(table)
+    rows_path.write_text(json.dumps(rows, indent=2))
+    print(table)
+    return 0

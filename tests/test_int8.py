@@ -1,0 +1,174 @@
+"""INT8 for a recurrent model: the calibration file follows the protocol, both targets write
+Q/DQ graphs that keep the protocol and the policy's FP32 islands, and drift is measured against
+the FP32 model with a control that separates build-up from per-step error."""
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from calibration.calib_data import info_path, load_calibration, save_calibration
+from calibration.drift import measure_drift, slope_per_100_steps
+from calibration.node_groups import group_nodes
+from calibration.policy import DEFAULT_POLICY, QuantPolicy
+from calibration.quantize import quantize_model
+from calibration.record import calibration_streams, record_calibration
+from calibration.sensitivity import sweep_policies
+from export.onnx_graph import load_model, read_metadata
+from runtime.errors import CalibrationError, ConfigError, OutputExistsError
+from runtime.onnx_session import open_session
+
+pytestmark = pytest.mark.network
+
+
+@pytest.fixture(scope="module")
+def small_calibration(small_onnx_path, tmp_path_factory):
+    """The small export calibrated on 24 steps of carphone's training frames: (npz path, info)."""
+    model_path = small_onnx_path[0]
+    streams = calibration_streams((64, 64), ("carphone",), (), steps=24)
+    tensors, info = record_calibration(model_path, streams, warmup=0, every=3, progress=False)
+    path = tmp_path_factory.mktemp("calib") / "calib.npz"
+    save_calibration(path, tensors, info)
+    return path, info
+
+
+@pytest.fixture(scope="module", params=["tensorrt", "onnxruntime"])
+def small_int8(request, small_onnx_path, small_calibration, tmp_path_factory):
+    path = tmp_path_factory.mktemp("int8") / f"small.{request.param}.int8.onnx"
+    quantize_model(small_onnx_path[0], small_calibration[0], path, target=request.param)
+    return request.param, path
+
+
+def test_calibration_file_holds_every_graph_input_as_the_protocol_defines_it(small_onnx_path,
+                                                                           small_calibration):
+    path, info = small_calibration
+    spec = open_session(small_onnx_path[0])[1].spec
+    tensors = load_calibration(path, spec)
+    assert list(tensors) == [t.name for t in spec.inputs]
+    for tensor in spec.inputs:
+        array = tensors[tensor.name]
+        assert array.shape == (8, *tensor.per_sample_shape), tensor.name     # steps 0, 3, ..., 21
+        assert str(array.dtype) == tensor.dtype, tensor.name
+    assert not tensors["hidden"][0].any(), "step 0 (a zero state) is calibrated too"
+    assert tensors["hidden"][-1].any()
+    assert info.samples == 8 and info.sources == {"carphone": 24}
+    assert info.ranges["frame"].max <= 1.0
+    saved = json.loads(info_path(path).read_text())
+    assert saved["protocol"] == spec.to_dict()
+
+
+def test_a_calibration_file_for_another_model_is_refused_naming_the_tensor(small_onnx_path,
+                                                                           small_calibration,
+                                                                           tmp_path):
+    spec = open_session(small_onnx_path[0])[1].spec
+    tensors = dict(np.load(small_calibration[0]))
+    tensors["hidden"] = tensors["hidden"][:, :, :4]
+    np.savez(tmp_path / "wrong.npz", **tensors)
+    with pytest.raises(CalibrationError, match=r"tensor 'hidden' is float32 \(3, 4, .*expects "
+                                               r"float32 \(3, 8,"):
+        load_calibration(tmp_path / "wrong.npz", spec)
+    del tensors["hidden"]
+    np.savez(tmp_path / "missing.npz", **tensors)
+    with pytest.raises(CalibrationError, match=r"missing \['hidden'\]"):
+        load_calibration(tmp_path / "missing.npz", spec)
+    with pytest.raises(CalibrationError, match="no such calibration file"):
+        load_calibration(tmp_path / "absent.npz", spec)
+
+
+def test_quantize_refuses_a_calibration_recorded_with_another_model(default_onnx_256,
+                                                                    small_onnx_path,
+                                                                    small_calibration, tmp_path):
+    info = json.loads(info_path(small_calibration[0]).read_text())
+    forged = tmp_path / "calib.npz"
+    forged.write_bytes(small_calibration[0].read_bytes())
+    info_path(forged).write_text(json.dumps({**info, "model_sha256": "0" * 64}))
+    with pytest.raises(CalibrationError, match="recorded with another model"):
+        quantize_model(small_onnx_path[0], forged, tmp_path / "out.onnx")
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_int8_graph_keeps_the_protocol_and_records_how_it_was_made(small_int8, small_onnx_path):
+    target, path = small_int8
+    metadata = read_metadata(load_model(path), str(path))
+    source = read_metadata(load_model(small_onnx_path[0]), str(small_onnx_path[0]))
+    assert metadata.precision == "int8" and metadata.spec == source.spec
+    assert metadata.notes["int8"]["target"] == target
+    assert metadata.notes["int8"]["policy"] == DEFAULT_POLICY.to_dict()
+    assert metadata.notes["int8"]["calibration_samples"] == 8
+
+
+def test_int8_quantizes_the_convs_and_keeps_the_policys_groups_in_float(small_int8):
+    _, path = small_int8
+    graph = load_model(path).graph
+    dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    quantized = [n for n in convs if n.input[0] in dequantized and n.input[1] in dequantized]
+    head = [n for n in convs if n.input[1].split("_DequantizeLinear")[0].startswith(
+        ("frame_fuse.", "time_collapse."))]
+    assert len(quantized) >= len(convs) - len(head) - 6, "most convolutions are INT8"
+    assert len(head) == 2 and not any(n.input[0] in dequantized for n in head)
+    state_writers = [n for n in graph.node if n.op_type in ("Softmax", "InstanceNormalization")]
+    assert state_writers and not any(i in dequantized for n in state_writers for i in n.input)
+    int8_weights = [t.name for t in graph.initializer
+                    if t.data_type == onnx.TensorProto.INT8 and "weight" in t.name
+                    and "zero_point" not in t.name]
+    assert len(int8_weights) == len(quantized), "quantised convs store INT8 weights"
+
+
+def test_int8_stays_close_to_fp32_and_the_control_separates_buildup(small_int8, small_onnx_path):
+    target, path = small_int8
+    frames = calibration_streams((64, 64), ("city",), (), steps=13)["city"]   # training frames
+    report = measure_drift(small_onnx_path[0], {"int8": path}, {"city": frames}, progress=False)
+    row = report["int8"]
+    assert 30.0 < row["psnr_vs_fp32_db_mean"] < 120.0, row
+    assert row["control_psnr_vs_fp32_db_mean"] >= row["psnr_vs_fp32_db_mean"] - 0.5
+    trace = report["traces"]["city"]["int8"]
+    np.testing.assert_allclose(trace["buildup"], np.subtract(trace["psnr_vs_fp32"],
+                                                             trace["control_psnr_vs_fp32"]))
+    assert len(trace["psnr_vs_fp32"]) == 12
+
+
+def test_the_fp32_model_against_itself_has_no_drift(small_onnx_path):
+    frames = calibration_streams((64, 64), ("carphone",), (), steps=9)["carphone"]
+    report = measure_drift(small_onnx_path[0], {"same": small_onnx_path[0]},
+                           {"carphone": frames}, progress=False)
+    row = report["same"]
+    assert row["psnr_vs_fp32_db_mean"] == 120.0 and row["err_over_delta_mean"] == 0.0
+    assert row["truth_gap_db"] == 0.0 and row["buildup_slope_db_per_100_steps"] == 0.0
+
+
+def test_buildup_slope_is_fitted_on_the_last_60_percent_in_db_per_100_steps():
+    values = [0.0] * 40 + [-0.02 * t for t in range(60)]
+    assert slope_per_100_steps(values) == pytest.approx(-2.0)
+
+
+def test_policy_round_trips_and_names_bad_fields(small_onnx_path):
+    policy = QuantPolicy(op_types=("Conv", "Add"), exclude_groups=("head", "to_pixels"))
+    assert QuantPolicy.from_dict(json.loads(policy.to_json())) == policy
+    with pytest.raises(ConfigError, match=r"exclude_groups: \['tail'\] are not groups"):
+        QuantPolicy(exclude_groups=("tail",)).excluded_nodes(group_nodes(load_model(
+            small_onnx_path[0])))
+    with pytest.raises(ConfigError, match="op_types: 'all' cannot be combined"):
+        QuantPolicy(op_types=("all", "Conv"))
+    with pytest.raises(ConfigError, match=r"unknown quantisation policy fields \['op_type'\]"):
+        QuantPolicy.from_dict({"op_type": ["Conv"]})
+
+
+def test_sensitivity_sweep_quantizes_each_group_alone(small_onnx_path):
+    model = load_model(small_onnx_path[0])
+    groups = group_nodes(model)
+    assert {"encoders", "cell_input", "cell_recurrent", "cell_memory", "decoders", "to_pixels",
+            "head", "op:Softmax"} <= set(groups)
+    assert sum(map(len, groups.values())) == len(model.graph.node)
+    policies = sweep_policies(model)
+    for group in groups:
+        kept_float = set(policies[f"only {group}"].excluded_nodes(groups))
+        assert kept_float == {n.name for n in model.graph.node} - set(groups[group]), group
+
+
+def test_quantize_never_overwrites_without_force(small_onnx_path, small_calibration, tmp_path):
+    existing = tmp_path / "mine.onnx"
+    existing.write_bytes(b"keep me")
+    with pytest.raises(OutputExistsError, match="pass --force"):
+        quantize_model(small_onnx_path[0], small_calibration[0], existing)
+    assert existing.read_bytes() == b"keep me"
