@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from runtime.errors import CheckpointError, ConfigError
+from runtime.files import sha256_file
 from stae_ref.checkpoint import save_checkpoint
 from stae_ref.config import STAEConfig, check_known_fields
 from stae_ref.evaluation import evaluate
@@ -54,7 +55,9 @@ class TrainConfig:
     """clips: footage names. holdout_fraction: last part of each clip never trained on.
     steps: teacher-forced steps per training sequence. crop: square crop, pixels (a multiple of
     the model's total stride). lr -> lr_min: cosine schedule over ``iterations``.
-    loss: "mse" (the paper's) or "psnr" (see :func:`training_loss`)."""
+    loss: "mse" (the paper's) or "psnr" (see :func:`training_loss`).
+    init_from: a checkpoint whose weights start the run (same parameter names and shapes, e.g.
+    the same network with another cell update or head); None: seeded random initialisation."""
 
     model: STAEConfig
     clips: tuple[str, ...] = ("city", "carphone")
@@ -69,6 +72,7 @@ class TrainConfig:
     val_every: int = 250
     seed: int = 0
     loss: str = "mse"
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "clips", tuple(self.clips))
@@ -115,6 +119,8 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False,
     config_path.write_text(json.dumps(config.to_dict(), indent=2))
     torch.manual_seed(config.seed)
     model = STAE(config.model)
+    if config.init_from is not None:
+        model.load_state_dict(initial_weights(config.init_from, model))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     rng = np.random.default_rng(config.seed)
     iteration, log = 0, []
@@ -168,10 +174,26 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False,
     if iteration < config.iterations:
         return None
     final = run_dir / MODEL_FILE
+    initialised = {"init_from_sha256": sha256_file(config.init_from)} if config.init_from else {}
     save_checkpoint(model.eval(), final, force=True, metadata={
-        "train_config": config.to_dict(), "command": command, "seed": config.seed,
+        "train_config": config.to_dict(), "command": command, "seed": config.seed, **initialised,
         "held_out": {s.name: [s.holdout_start, len(s.frames)] for s in splits}, "log": log})
     return final
+
+
+def initial_weights(path: str, model: STAE) -> dict[str, torch.Tensor]:
+    """The weights of checkpoint ``path`` if they fit ``model`` exactly; a CheckpointError
+    naming the first mismatching parameter otherwise."""
+    from stae_ref.checkpoint import load_checkpoint
+
+    source, _ = load_checkpoint(path)
+    weights, wanted = source.state_dict(), model.state_dict()
+    for name, tensor in wanted.items():
+        if name not in weights or weights[name].shape != tensor.shape:
+            found = tuple(weights[name].shape) if name in weights else "nothing"
+            raise CheckpointError(f"init_from {path}: parameter '{name}' is {found}, the model "
+                                  f"to train needs {tuple(tensor.shape)}")
+    return {name: weights[name] for name in wanted}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -187,6 +209,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clips", nargs="+", default=list(defaults.clips))
     parser.add_argument("--loss", choices=LOSSES, default=defaults.loss,
                         help="mse: the paper's; psnr: minus the mean per-frame PSNR")
+    parser.add_argument("--init-from", default=None,
+                        help="start from this checkpoint's weights (same parameter shapes)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--stop-after", type=int, default=None,
                         help="pause after N iterations of this session (resume with --resume)")
@@ -200,7 +224,8 @@ def run(args: argparse.Namespace) -> int:
         model=STAEConfig.load(args.config), clips=tuple(args.clips),
         holdout_fraction=args.holdout_fraction, iterations=args.iterations, batch=args.batch,
         steps=args.steps, crop=args.crop, lr=args.lr, lr_min=args.lr_min,
-        grad_clip=args.grad_clip, val_every=args.val_every, seed=args.seed, loss=args.loss)
+        grad_clip=args.grad_clip, val_every=args.val_every, seed=args.seed, loss=args.loss,
+        init_from=args.init_from)
     final = train(config, args.run_dir, resume=args.resume, progress=not args.quiet,
                   command="stae train " + " ".join(sys.argv[2:]), stop_after=args.stop_after)
     print(json.dumps({"checkpoint": str(final) if final else None,

@@ -172,3 +172,16 @@ def test_quantize_never_overwrites_without_force(small_onnx_path, small_calibrat
     with pytest.raises(OutputExistsError, match="pass --force"):
         quantize_model(small_onnx_path[0], small_calibration[0], existing)
     assert existing.read_bytes() == b"keep me"
+
+
+def test_cli_errors_are_one_line_naming_the_file(small_onnx_path, tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "stae_cli", "quantize", str(small_onnx_path[0]),
+                             "--calib", str(tmp_path / "none.npz"), "-o", str(tmp_path / "q.onnx")],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"stae quantize: error: {tmp_path / 'none.npz'}: no such calibration file (record one "
+        f"with `stae calibrate`)")

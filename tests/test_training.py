@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from runtime.errors import CheckpointError, ConfigError
+from runtime.files import sha256_file
 from runtime.metrics import psnr_db, ssim
 from stae_ref.checkpoint import load_checkpoint, save_checkpoint
 from stae_ref.config import STAEConfig
@@ -84,6 +85,25 @@ def test_training_is_deterministic_and_resumes_exactly(tmp_path):
     assert metadata["train_config"] == tiny_training().to_dict() and metadata["seed"] == 3
     assert [entry["iteration"] for entry in metadata["log"]] == [2, 4]
     assert metadata["held_out"] == {"carphone": [96, 120]}
+
+
+def test_a_run_can_start_from_another_checkpoints_weights(tmp_path):
+    from dataclasses import replace
+
+    first = train(tiny_training(iterations=2), tmp_path / "first", progress=False)
+    bounded = replace(TINY, cell="stam_bounded")            # same parameters, other update
+    config = tiny_training(model=bounded, iterations=1, lr=1e-12, lr_min=1e-12,
+                           init_from=str(first))
+    second = train(config, tmp_path / "second", progress=False)
+    start, _ = load_checkpoint(first)
+    result, metadata = load_checkpoint(second)
+    for name, tensor in start.state_dict().items():
+        torch.testing.assert_close(result.state_dict()[name], tensor, atol=1e-6, rtol=0)
+    assert metadata["init_from_sha256"] == sha256_file(first)
+    wider = tiny_training(model=replace(TINY, hidden=8), init_from=str(first))
+    with pytest.raises(CheckpointError, match=r"init_from .*: parameter '.*' is \(.*\), the model "
+                                              r"to train needs"):
+        train(wider, tmp_path / "third", progress=False)
 
 
 def test_a_finished_run_is_not_overwritten(tmp_path):
