@@ -64,9 +64,9 @@ int8: install
 	test -f out/stae_demo.onnx || $(MAKE) demo
 	$(BIN)/stae calibrate out/stae_demo.onnx -o out/calib.npz --force
 	$(BIN)/stae quantize out/stae_demo.onnx --calib out/calib.npz -o out/stae_demo.int8.onnx \
-		--target tensorrt --force
+		--target tensorrt --force --checkpoint $(DEMO_CKPT) --quiet
 	$(BIN)/stae quantize out/stae_demo.onnx --calib out/calib.npz \
-		-o out/stae_demo.int8_ort.onnx --target onnxruntime --force
+		-o out/stae_demo.int8_ort.onnx --target onnxruntime --force --checkpoint $(DEMO_CKPT) --quiet
 	$(BIN)/stae fp16 out/stae_demo.onnx -o out/stae_demo.fp16.onnx --force --no-check
 	$(BIN)/stae drift out/stae_demo.onnx out/stae_demo.int8.onnx out/stae_demo.int8_ort.onnx \
 		out/stae_demo.fp16.onnx --steps 300 --plot out/drift.png --force --json > out/drift.json

@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from runtime.errors import ConfigError, SpecMismatchError
 from runtime.files import refuse_overwrite
-from runtime.metrics import psnr_db
+from runtime.metrics import linear_slope, psnr_db
 from runtime.onnx_session import OnnxStepper
 from stae_ref.footage import CLIPS, forward_backward
 from stae_ref.training_data import DEFAULT_HOLDOUT_FRACTION, split_clips
@@ -108,11 +108,7 @@ def drift_rollout(fp32: OnnxStepper, variants: dict[str, OnnxStepper], frames: n
 
 def slope_per_100_steps(values: list[float], tail_fraction: float = SLOPE_TAIL_FRACTION) -> float:
     """Least-squares slope of the last ``tail_fraction`` of ``values``, in units per 100 steps."""
-    start = int(len(values) * (1 - tail_fraction))
-    tail = np.asarray(values[start:], dtype=np.float64)
-    if len(tail) < 2:
-        return 0.0
-    return float(np.polyfit(np.arange(len(tail)), tail, 1)[0] * 100)
+    return linear_slope(values[int(len(values) * (1 - tail_fraction)):]) * 100
 
 
 def summarize(fp32_trace: dict[str, list[float]], trace: VariantTrace) -> dict[str, float]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -50,8 +51,11 @@ def quantize_model(source: str | Path, calib_path: str | Path, output: str | Pat
     excluded = policy.excluded_nodes(group_nodes(model))
     tool = target_named(target)
     with tempfile.TemporaryDirectory(dir=output.parent) as scratch:
-        written = Path(scratch) / "int8.onnx"
-        tool_info = tool.quantize(source, written, batches(tensors, metadata.spec),
+        # The tools write intermediate files next to their input (ModelOpt even rewrote it in
+        # place): they get a private copy, so the user's file is never touched.
+        private_source, written = Path(scratch) / "fp32.onnx", Path(scratch) / "int8.onnx"
+        shutil.copyfile(source, private_source)
+        tool_info = tool.quantize(private_source, written, batches(tensors, metadata.spec),
                                   None if policy.quantizes_all_op_types else list(policy.op_types),
                                   excluded)
         quantized = load_model(written)

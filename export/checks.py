@@ -56,14 +56,21 @@ def static_checks(path: str | Path) -> tuple[CheckReport, onnx.ModelProto]:
     except onnx.checker.ValidationError as err:
         report.checks.append(CheckOutcome("onnx.checker", False, str(err).splitlines()[0]))
     report.checks.append(_shape_inference(model))
-    table = load_support_table()
-    findings = lint_for_tensorrt(model, table)
-    ops = sorted({n.op_type for n in model.graph.node})
-    report.checks.append(CheckOutcome(
-        f"TensorRT {table['tensorrt_version']} op/dtype lint", not findings,
-        "; ".join(map(str, findings[:10])) + (f" (+{len(findings) - 10} more)" if len(findings) > 10 else "")
-        if findings else f"{len(model.graph.node)} nodes, ops {', '.join(ops)}"))
     metadata = verified_metadata(model, str(path))
+    table = load_support_table()
+    lint_name = f"TensorRT {table['tensorrt_version']} op/dtype lint"
+    if metadata.notes.get("int8", {}).get("target") == "onnxruntime":
+        report.checks.append(CheckOutcome(lint_name, True, "not applicable: quantised for "
+                                          "onnxruntime (INT32 bias Q/DQ); for TensorRT quantise "
+                                          "with --target tensorrt"))
+    else:
+        findings = lint_for_tensorrt(model, table)
+        ops = sorted({n.op_type for n in model.graph.node})
+        report.checks.append(CheckOutcome(
+            lint_name, not findings,
+            "; ".join(map(str, findings[:10]))
+            + (f" (+{len(findings) - 10} more)" if len(findings) > 10 else "")
+            if findings else f"{len(model.graph.node)} nodes, ops {', '.join(ops)}"))
     report.checks.append(CheckOutcome(
         "protocol", True, f"metadata protocol matches the graph's {len(metadata.spec.inputs)} "
                           f"inputs and {len(metadata.spec.outputs)} outputs"))

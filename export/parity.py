@@ -46,9 +46,11 @@ class ToleranceTable:
 TOLERANCES: dict[str, ToleranceTable] = {
     "fp32": ToleranceTable(step1_max_rel=1e-4, pred_psnr_db_min=60.0),
     "fp16": ToleranceTable(step1_max_rel=2e-2, pred_psnr_db_min=40.0),
-    # A sanity gate (a broken Q/DQ graph fails it); INT8's real bounds are over long streams,
-    # relative to the FP32 model, in `stae drift` (issue 6).
-    "int8": ToleranceTable(step1_max_rel=1e-1, pred_psnr_db_min=40.0),
+    # A sanity gate on the prediction (a broken Q/DQ graph fails it). Single state elements can
+    # be off by a whole quantisation step of their consumer, so no per-element state bound;
+    # INT8's real bounds are over long streams, relative to the FP32 model: `stae drift`.
+    "int8": ToleranceTable(step1_max_rel=float("inf"), pred_psnr_db_min=40.0,
+                           per_tensor={"prediction": 5e-2}),
 }
 
 

@@ -58,7 +58,8 @@ def lint_for_tensorrt(model: onnx.ModelProto, table: dict[str, Any] | None = Non
     for node in model.graph.node:
         if node.op_type == "Constant":
             constants.update(node.output)
-        elif node.op_type in ("DequantizeLinear", "Cast", "Identity") and node.input[0] in constants:
+        elif (node.op_type in ("QuantizeLinear", "DequantizeLinear", "Cast", "Identity")
+              and node.input[0] in constants):
             constants.update(node.output)      # a constant weight seen through Q/DQ or a cast
     for node in inferred.graph.node:
         name = node.name or (node.output[0] if node.output else "?")

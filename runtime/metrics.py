@@ -1,6 +1,8 @@
 """Image-quality metrics on model frames (float, [0, 1])."""
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 
@@ -36,3 +38,10 @@ def ssim(predicted: np.ndarray, target: np.ndarray) -> float:
             ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))
         scores.append(float(score.mean()))
     return float(np.mean(scores))
+
+
+def linear_slope(values: Sequence[float]) -> float:
+    """Least-squares slope of ``values`` per index (0.0 for fewer than two values)."""
+    if len(values) < 2:
+        return 0.0
+    return float(np.polyfit(np.arange(len(values)), np.asarray(values, dtype=np.float64), 1)[0])

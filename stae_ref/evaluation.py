@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from runtime.metrics import psnr_db, ssim
+from runtime.metrics import linear_slope, psnr_db, ssim
 from stae_ref.model import STAE
 from stae_ref.training_data import ClipSplit
 
@@ -118,5 +118,9 @@ def long_stream_stability(model: STAE, frames: np.ndarray, window: int = 100) ->
             state_max.append(round(window_state, 4))
             gain.append(round(float(np.mean(window_gain)), 4))
             window_state, window_gain = 0.0, []
+    steady = state_max[2] if len(state_max) > 2 else float("nan")
     return {"steps": len(frames) - 1, "window": window, "state_max_abs_per_window": state_max,
-            "gain_db_per_window": gain}
+            "gain_db_per_window": gain,
+            # issue 5's bound: after 200 steps no window above 1.1x the 200-300 window
+            "state_max_later_over_200_300": round(max(state_max[2:], default=steady) / steady, 4),
+            "gain_slope_db_per_100_steps": round(linear_slope(gain), 4)}

@@ -39,3 +39,19 @@ def test_held_out_psnr_matches_the_recorded_figure():
             copy_db.append(psnr_db(frames[t], frames[t + 1]))
     assert np.mean(model_db) == pytest.approx(check["model_psnr_db"], abs=0.1)
     assert np.mean(copy_db) == pytest.approx(check["copy_last_psnr_db"], abs=0.01)
+
+
+def test_a_long_stream_keeps_the_state_bounded_and_the_gain_flat():
+    """300 steps of carphone forward and backward (the figures in eval.json are for 1000)."""
+    from stae_ref.evaluation import long_stream_stability
+    from stae_ref.footage import forward_backward
+
+    model, _ = load_checkpoint(DEMO / RECORD["file"])
+    frames = forward_backward(load_clip("carphone", model.config.frame_size), 301)
+    with torch.no_grad():
+        report = long_stream_stability(model, frames, window=100)
+    assert max(report["state_max_abs_per_window"]) <= 1.0
+    assert report["state_max_later_over_200_300"] <= 1.1
+    recorded = json.loads((DEMO / "eval.json").read_text())["long_stream"]["carphone"]
+    np.testing.assert_allclose(report["gain_db_per_window"], recorded["gain_db_per_window"][:3],
+                               atol=0.01)

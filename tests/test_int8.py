@@ -103,10 +103,12 @@ def test_int8_quantizes_the_convs_and_keeps_the_policys_groups_in_float(small_in
     dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
     convs = [n for n in graph.node if n.op_type == "Conv"]
     quantized = [n for n in convs if n.input[0] in dequantized and n.input[1] in dequantized]
-    head = [n for n in convs if n.input[1].split("_DequantizeLinear")[0].startswith(
-        ("frame_fuse.", "time_collapse."))]
-    assert len(quantized) >= len(convs) - len(head) - 6, "most convolutions are INT8"
-    assert len(head) == 2 and not any(n.input[0] in dequantized for n in head)
+    kept = [n for n in convs if n.input[1].split("_DequantizeLinear")[0].startswith(
+        ("frame_fuse.", "time_collapse.")) or ".to_pixels." in n.input[1]]
+    assert len(kept) == 2 + 3 and not any(n.input[0] in dequantized for n in kept), \
+        "the head and the decoders' to_pixels convs stay FP32"
+    # ModelOpt's own placement leaves a few more in float (convs it finds no INT8 gain for)
+    assert len(quantized) >= 0.7 * (len(convs) - len(kept)), "the other convolutions are INT8"
     state_writers = [n for n in graph.node if n.op_type in ("Softmax", "InstanceNormalization")]
     assert state_writers and not any(i in dequantized for n in state_writers for i in n.input)
     int8_weights = [t.name for t in graph.initializer
@@ -166,12 +168,19 @@ def test_sensitivity_sweep_quantizes_each_group_alone(small_onnx_path):
         assert kept_float == {n.name for n in model.graph.node} - set(groups[group]), group
 
 
-def test_quantize_never_overwrites_without_force(small_onnx_path, small_calibration, tmp_path):
+def test_quantize_never_touches_the_users_files(small_onnx_path, small_calibration, tmp_path):
     existing = tmp_path / "mine.onnx"
     existing.write_bytes(b"keep me")
     with pytest.raises(OutputExistsError, match="pass --force"):
         quantize_model(small_onnx_path[0], small_calibration[0], existing)
     assert existing.read_bytes() == b"keep me"
+    source = tmp_path / "source" / "model.onnx"           # ModelOpt once rewrote its input
+    source.parent.mkdir()
+    source.write_bytes(small_onnx_path[0].read_bytes())
+    before = (source.stat().st_mtime_ns, source.read_bytes())
+    quantize_model(source, small_calibration[0], tmp_path / "q.onnx", target="tensorrt")
+    assert (source.stat().st_mtime_ns, source.read_bytes()) == before
+    assert sorted(p.name for p in source.parent.iterdir()) == ["model.onnx"]
 
 
 def test_cli_errors_are_one_line_naming_the_file(small_onnx_path, tmp_path):
@@ -185,3 +194,10 @@ def test_cli_errors_are_one_line_naming_the_file(small_onnx_path, tmp_path):
     assert result.stderr.strip().splitlines()[-1] == (
         f"stae quantize: error: {tmp_path / 'none.npz'}: no such calibration file (record one "
         f"with `stae calibrate`)")
+
+
+def test_int8_graph_passes_the_static_checks_tensorrt_lint_included(small_int8):
+    from export.checks import static_checks
+
+    report, _ = static_checks(small_int8[1])
+    assert all(check.passed for check in report.checks), [c for c in report.checks if not c.passed]

@@ -154,3 +154,6 @@ def test_long_stream_report_per_window():
     assert report["steps"] == 300 and len(report["state_max_abs_per_window"]) == 3
     assert report["gain_db_per_window"] == [0.0, 0.0, 0.0]       # untrained residual == copy-last
     assert all(v > 0 for v in report["state_max_abs_per_window"])
+    windows = report["state_max_abs_per_window"]
+    assert report["state_max_later_over_200_300"] == pytest.approx(windows[2] / windows[2], abs=1e-4)
+    assert report["gain_slope_db_per_100_steps"] == 0.0

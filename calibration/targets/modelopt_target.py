@@ -17,12 +17,14 @@ import multiprocessing
 import re
 import sys
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 
 from calibration.targets.base import QuantTarget
+from runtime.errors import CalibrationError
 
 CALIBRATION_METHOD = "max"
 
@@ -35,9 +37,15 @@ class ModelOptTarget(QuantTarget):
         feeds = list(calibration)
         stacked = {name: np.concatenate([feed[name] for feed in feeds]) for name in feeds[0]}
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=1, mp_context=context) as child:
-            version = child.submit(_quantize_in_child, str(source), str(output), stacked,
-                                   op_types, exclude_nodes).result()
+        try:
+            with ProcessPoolExecutor(max_workers=1, mp_context=context) as child:
+                version = child.submit(_quantize_in_child, str(source), str(output), stacked,
+                                       op_types, exclude_nodes).result()
+        except BrokenProcessPool:
+            raise CalibrationError(
+                f"{source}: the ModelOpt quantisation process died (out of memory? From a script, "
+                f"call quantize_model under `if __name__ == '__main__':`, since the spawned "
+                f"process imports the script again)") from None
         return {"tool": f"modelopt.onnx.quantization {version}",
                 "calibration_method": CALIBRATION_METHOD, "symmetric": True,
                 "weights": "per-channel", "high_precision_dtype": "fp32"}
