@@ -67,8 +67,8 @@ def test_user_errors_are_one_line_and_exit_2(capsys, tmp_path, argv, message):
 
 def test_data_lists_the_cached_clips(capsys):
     paths = run_json(capsys, "data", "--json")
-    assert sorted(paths) == ["carphone", "city"]
-    assert paths["city"].endswith("cityCC0.mpg")
+    assert sorted(paths) == ["carphone", "city", "motion"]
+    assert paths["city"].endswith("cityCC0.mpg") and paths["motion"].endswith("motion.mov")
 
 
 def test_predict_writes_video_plot_and_per_step_psnr(capsys, tmp_path):
