@@ -136,6 +136,8 @@ def measure_drift(fp32_path: str | Path, variant_paths: dict[str, str | Path],
     Returns ``{"fp32": {...}, "<variant>": {summary averaged over streams}, "per_stream":
     {stream: {"fp32": ..., variant: summary}}, "traces": {stream: {variant: per-step}}}``.
     """
+    if "fp32" in variant_paths:
+        raise ConfigError("variants: 'fp32' names the reference run; name the variant otherwise")
     fp32 = OnnxStepper(fp32_path, threads=threads)
     if fp32.metadata.precision != "fp32":
         raise ConfigError(f"{fp32_path}: the first model must be the fp32 export, got "
@@ -228,6 +230,7 @@ def variant_names(paths: list[str]) -> dict[str, str]:
         metadata = open_session(path)[1]
         target = metadata.notes.get(metadata.precision, {}).get("target", DEFAULT_TARGET)
         base = metadata.precision + ("" if target == DEFAULT_TARGET else f"_{target}")
+        base = "fp32_variant" if base == "fp32" else base
         name, index = base, 2
         while name in names:
             name, index = f"{base}_{index}", index + 1

@@ -144,6 +144,11 @@ def test_the_fp32_model_against_itself_has_no_drift(small_onnx_path):
     assert row["truth_gap_db"] == 0.0 and row["buildup_slope_db_per_100_steps"] == 0.0
 
 
+def test_a_variant_cannot_take_the_reference_runs_name(small_onnx_path):
+    with pytest.raises(ConfigError, match="'fp32' names the reference run"):
+        measure_drift(small_onnx_path[0], {"fp32": small_onnx_path[0]}, {}, progress=False)
+
+
 def test_buildup_slope_is_fitted_on_the_last_60_percent_in_db_per_100_steps():
     values = [0.0] * 40 + [-0.02 * t for t in range(60)]
     assert slope_per_100_steps(values) == pytest.approx(-2.0)
