@@ -60,6 +60,19 @@ def info_path(npz_path: str | Path) -> Path:
     return Path(str(npz_path) + ".json")
 
 
+def load_calibration_info(npz_path: str | Path) -> CalibrationInfo | None:
+    """The provenance recorded next to a calibration file; None when there is none (a file
+    written by other tools)."""
+    path = info_path(npz_path)
+    if not path.is_file():
+        return None
+    try:
+        return CalibrationInfo.from_dict(json.loads(path.read_text()))
+    except (ValueError, TypeError, KeyError) as err:
+        raise CalibrationError(f"{path}: not a calibration record written by `stae calibrate`: "
+                               f"{err}") from None
+
+
 def save_calibration(path: str | Path, tensors: Mapping[str, np.ndarray],
                      info: CalibrationInfo) -> None:
     """Write the tensors (name -> (N, ...)) to ``path`` and the info next to it."""

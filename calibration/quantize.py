@@ -11,14 +11,13 @@ policy, tool and calibration provenance recorded in its notes.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from calibration.calib_data import batches, info_path, load_calibration
+from calibration.calib_data import batches, load_calibration, load_calibration_info
 from calibration.node_groups import group_nodes
 from calibration.policy import DEFAULT_POLICY, QuantPolicy
 from calibration.targets import DEFAULT_TARGET, TARGETS, target_named
@@ -42,11 +41,10 @@ def quantize_model(source: str | Path, calib_path: str | Path, output: str | Pat
         raise ArtifactError(f"{source}: precision is {metadata.precision}; quantise an fp32 export")
     tensors = load_calibration(calib_path, metadata.spec)
     source_sha256 = sha256_file(source)
-    recorded_with = json.loads(info_path(calib_path).read_text()).get("model_sha256") \
-        if info_path(calib_path).is_file() else None
-    if recorded_with is not None and recorded_with != source_sha256:
+    info = load_calibration_info(calib_path)
+    if info is not None and info.model_sha256 != source_sha256:
         raise CalibrationError(f"{calib_path}: recorded with another model (sha256 "
-                               f"{recorded_with[:12]}..., {source} is {source_sha256[:12]}...); "
+                               f"{info.model_sha256[:12]}..., {source} is {source_sha256[:12]}...); "
                                f"record it again with `stae calibrate {source}`")
     excluded = policy.excluded_nodes(group_nodes(model))
     tool = target_named(target)

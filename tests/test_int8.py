@@ -7,7 +7,8 @@ import numpy as np
 import onnx
 import pytest
 
-from calibration.calib_data import info_path, load_calibration, save_calibration
+from calibration.calib_data import (info_path, load_calibration, load_calibration_info,
+                                    save_calibration)
 from calibration.drift import measure_drift, slope_per_100_steps
 from calibration.node_groups import group_nodes
 from calibration.policy import DEFAULT_POLICY, QuantPolicy
@@ -53,8 +54,7 @@ def test_calibration_file_holds_every_graph_input_as_the_protocol_defines_it(sma
     assert tensors["hidden"][-1].any()
     assert info.samples == 8 and info.sources == {"carphone": 24}
     assert info.ranges["frame"].max <= 1.0
-    saved = json.loads(info_path(path).read_text())
-    assert saved["protocol"] == spec.to_dict()
+    assert load_calibration_info(path) == info and info.protocol == spec.to_dict()
 
 
 def test_a_calibration_file_for_another_model_is_refused_naming_the_tensor(small_onnx_path,
