@@ -11,6 +11,7 @@ metadata records the training config, command, seed and validation log.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import sys
@@ -57,7 +58,12 @@ class TrainConfig:
     the model's total stride). lr -> lr_min: cosine schedule over ``iterations``.
     loss: "mse" (the paper's) or "psnr" (see :func:`training_loss`).
     init_from: a checkpoint whose weights start the run (same parameter names and shapes, e.g.
-    the same network with another cell update or head); None: seeded random initialisation."""
+    the same network with another cell update or head); None: seeded random initialisation.
+    pause_probability: share of training sequences whose motion stops part-way (see
+    :class:`~stae_ref.training_data.SequenceSampler`).
+    ema_decay: None, or keep an exponential moving average of the weights with this decay per
+    iteration (0.995: about the last 200 iterations); validation and the final checkpoint then
+    use the averaged weights, which do not swing with the last few batches."""
 
     model: STAEConfig
     clips: tuple[str, ...] = ("city", "carphone")
@@ -73,6 +79,8 @@ class TrainConfig:
     seed: int = 0
     loss: str = "mse"
     init_from: str | None = None
+    pause_probability: float = 0.0
+    ema_decay: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "clips", tuple(self.clips))
@@ -86,6 +94,10 @@ class TrainConfig:
             raise ConfigError(f"loss: expected one of {LOSSES}, got {self.loss!r}")
         if not 0 < self.lr_min <= self.lr:
             raise ConfigError(f"lr/lr_min: need 0 < lr_min <= lr, got {self.lr} and {self.lr_min}")
+        if not 0.0 <= self.pause_probability <= 1.0:
+            raise ConfigError(f"pause_probability: expected in [0, 1], got {self.pause_probability}")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay: expected None or in (0, 1), got {self.ema_decay}")
 
     def lr_at(self, iteration: int) -> float:
         """Cosine decay from ``lr`` to ``lr_min`` over the run."""
@@ -122,17 +134,21 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False,
     if config.init_from is not None:
         model.load_state_dict(initial_weights(config.init_from, model))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    averaged = None if config.ema_decay is None else copy.deepcopy(model)
+    scored = model if averaged is None else averaged       # validated and saved
     rng = np.random.default_rng(config.seed)
     iteration, log = 0, []
     if resume and state_path.exists():
         saved_state = torch.load(state_path, weights_only=False)
         model.load_state_dict(saved_state["model"])
+        if averaged is not None:
+            averaged.load_state_dict(saved_state["averaged_model"])
         optimizer.load_state_dict(saved_state["optimizer"])
         rng.bit_generator.state = saved_state["numpy_rng"]
         torch.set_rng_state(saved_state["torch_rng"])
         iteration, log = saved_state["iteration"], saved_state["log"]
     splits = split_clips(config.clips, config.model.frame_size, config.holdout_fraction)
-    sampler = SequenceSampler(splits, config.steps, config.crop)
+    sampler = SequenceSampler(splits, config.steps, config.crop, config.pause_probability)
     bar = tqdm(total=config.iterations, initial=iteration, desc="train", unit="it",
                disable=not progress)
     loss_window: list[float] = []
@@ -150,11 +166,13 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False,
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
+        if averaged is not None:
+            update_average(averaged, model, config.ema_decay)
         iteration += 1
         loss_window.append(loss.item())
         bar.update(1)
         if iteration % config.val_every == 0 or iteration in (config.iterations, session_end):
-            report = evaluate(model, splits, horizons=0, with_ssim=False)
+            report = evaluate(scored, splits, horizons=0, with_ssim=False)
             entry = {"iteration": iteration, "train_loss": float(np.mean(loss_window)),
                      "lr": config.lr_at(iteration), "time": time.time(),
                      "val_model_psnr_db": report["model_psnr_db"],
@@ -167,6 +185,7 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False,
             with open(run_dir / LOG_FILE, "a") as handle:
                 handle.write(json.dumps(entry) + "\n")
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        **({"averaged_model": averaged.state_dict()} if averaged is not None else {}),
                         "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
                         "iteration": iteration, "log": log}, state_path.with_suffix(".partial"))
             state_path.with_suffix(".partial").replace(state_path)
@@ -175,10 +194,20 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False,
         return None
     final = run_dir / MODEL_FILE
     initialised = {"init_from_sha256": sha256_file(config.init_from)} if config.init_from else {}
-    save_checkpoint(model.eval(), final, force=True, metadata={
+    save_checkpoint(scored.eval(), final, force=True, metadata={
         "train_config": config.to_dict(), "command": command, "seed": config.seed, **initialised,
         "held_out": {s.name: [s.holdout_start, len(s.frames)] for s in splits}, "log": log})
     return final
+
+
+@torch.no_grad()
+def update_average(averaged: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """averaged <- decay * averaged + (1 - decay) * model, parameter by parameter (buffers are
+    copied)."""
+    for mean, current in zip(averaged.parameters(), model.parameters()):
+        mean.mul_(decay).add_(current, alpha=1.0 - decay)
+    for mean, current in zip(averaged.buffers(), model.buffers()):
+        mean.copy_(current)
 
 
 def initial_weights(path: str, model: STAE) -> dict[str, torch.Tensor]:
@@ -203,7 +232,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = TrainConfig(model=STAEConfig())
     for name in ("iterations", "batch", "steps", "crop", "val_every", "seed"):
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
-    for name in ("lr", "lr_min", "holdout_fraction", "grad_clip"):
+    for name in ("lr", "lr_min", "holdout_fraction", "grad_clip", "pause_probability"):
         parser.add_argument("--" + name.replace("_", "-"), type=float,
                             default=getattr(defaults, name))
     parser.add_argument("--clips", nargs="+", default=list(defaults.clips))
@@ -211,6 +240,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="mse: the paper's; psnr: minus the mean per-frame PSNR")
     parser.add_argument("--init-from", default=None,
                         help="start from this checkpoint's weights (same parameter shapes)")
+    parser.add_argument("--ema-decay", type=float, default=None,
+                        help="validate and save an exponential moving average of the weights")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--stop-after", type=int, default=None,
                         help="pause after N iterations of this session (resume with --resume)")
@@ -225,7 +256,8 @@ def run(args: argparse.Namespace) -> int:
         holdout_fraction=args.holdout_fraction, iterations=args.iterations, batch=args.batch,
         steps=args.steps, crop=args.crop, lr=args.lr, lr_min=args.lr_min,
         grad_clip=args.grad_clip, val_every=args.val_every, seed=args.seed, loss=args.loss,
-        init_from=args.init_from)
+        init_from=args.init_from, pause_probability=args.pause_probability,
+        ema_decay=args.ema_decay)
     final = train(config, args.run_dir, resume=args.resume, progress=not args.quiet,
                   command="stae train " + " ".join(sys.argv[2:]), stop_after=args.stop_after)
     print(json.dumps({"checkpoint": str(final) if final else None,

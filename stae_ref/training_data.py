@@ -45,11 +45,18 @@ class SequenceSampler:
     """Random training sequences: (B, steps + 1, 3, crop, crop) float32 from training frames only.
 
     Augmentation: random crop, horizontal flip and time reversal (a pan played backwards is a
-    pan). Deterministic for a given ``numpy.random.Generator`` state.
+    pan). With ``pause_probability`` a sequence's motion stops at a random frame k >= 2: frames
+    k.. repeat frame k-1 (a talking head that pauses, a camera that repeats frames), so the
+    model also learns that motion may stop. Deterministic for a given ``numpy.random.Generator``
+    state.
     """
 
-    def __init__(self, splits: list[ClipSplit], steps: int, crop: int):
+    def __init__(self, splits: list[ClipSplit], steps: int, crop: int,
+                 pause_probability: float = 0.0):
+        if not 0.0 <= pause_probability <= 1.0:
+            raise ConfigError(f"pause_probability: expected in [0, 1], got {pause_probability}")
         self.splits, self.steps, self.crop = splits, steps, crop
+        self.pause_probability = pause_probability
         for split in splits:
             height, width = split.frames.shape[-2:]
             if len(split.train_frames) < steps + 1 or crop > min(height, width):
@@ -73,4 +80,7 @@ class SequenceSampler:
             if rng.random() < 0.5:
                 clip = clip[::-1]
             out[b] = clip
+            if self.pause_probability and rng.random() < self.pause_probability:
+                pause_start = rng.integers(2, self.steps + 1)
+                out[b, pause_start:] = out[b, pause_start - 1]
         return out

@@ -12,7 +12,7 @@ from runtime.metrics import psnr_db, ssim
 from stae_ref.checkpoint import load_checkpoint, save_checkpoint
 from stae_ref.config import STAEConfig
 from stae_ref.evaluation import evaluate
-from stae_ref.train import TrainConfig, train, training_loss
+from stae_ref.train import TrainConfig, train, training_loss, update_average
 from stae_ref.training_data import ClipSplit, SequenceSampler, split_clips
 
 from conftest import seeded_model
@@ -36,6 +36,24 @@ def test_held_out_frames_are_never_sampled():
     assert seen.max() == 29 and seen.min() == 0                      # reaches both ends, not past
 
 
+def test_paused_sequences_repeat_one_frame_from_a_random_step_on():
+    frames = np.broadcast_to(np.arange(40, dtype=np.float32)[:, None, None, None],
+                             (40, 3, 32, 32)).copy()
+    splits = [ClipSplit("marked", frames, holdout_start=30)]
+    rng = np.random.default_rng(0)
+    moving = SequenceSampler(splits, steps=6, crop=16).sample(rng, 64)[:, :, 0, 0, 0]   # (B, 7)
+    assert (np.abs(np.diff(moving, axis=1)) == 1).all(), "no pause without pause_probability"
+    paused = SequenceSampler(splits, steps=6, crop=16, pause_probability=1.0).sample(rng, 64)
+    values = paused[:, :, 0, 0, 0]
+    pause_starts = [int(np.argmax(np.diff(v) == 0)) + 1 for v in values]
+    for v, start in zip(values, pause_starts):
+        assert 2 <= start <= 6 and (v[start:] == v[start - 1]).all(), v
+        assert (np.abs(np.diff(v[:start])) == 1).all(), f"moves until the pause: {v}"
+    assert set(pause_starts) == {2, 3, 4, 5, 6}
+    with pytest.raises(ConfigError, match="pause_probability: expected in"):
+        SequenceSampler(splits, steps=6, crop=16, pause_probability=1.5)
+
+
 def test_split_matches_the_clip_lengths():
     city, carphone = split_clips(("city", "carphone"), (32, 32), 0.2)
     assert (len(city.frames), city.holdout_start) == (116, 93)
@@ -47,6 +65,8 @@ def test_split_matches_the_clip_lengths():
     ({"iterations": 0}, "iterations"),
     ({"lr_min": 1.0}, "lr/lr_min"),
     ({"loss": "l1"}, r"loss: expected one of \('mse', 'psnr'\), got 'l1'"),
+    ({"ema_decay": 1.0}, r"ema_decay: expected None or in \(0, 1\), got 1.0"),
+    ({"pause_probability": -0.1}, r"pause_probability: expected in \[0, 1\]"),
 ])
 def test_bad_training_options_name_the_field(overrides, message):
     with pytest.raises(ConfigError, match=message):
@@ -85,6 +105,29 @@ def test_training_is_deterministic_and_resumes_exactly(tmp_path):
     assert metadata["train_config"] == tiny_training().to_dict() and metadata["seed"] == 3
     assert [entry["iteration"] for entry in metadata["log"]] == [2, 4]
     assert metadata["held_out"] == {"carphone": [96, 120]}
+
+
+def test_an_averaged_run_saves_the_moving_average_of_its_weights(tmp_path):
+    config = tiny_training(ema_decay=0.5)
+    final = train(config, tmp_path / "run", progress=False)
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    saved = load_checkpoint(final)[0].state_dict()
+    for name, tensor in saved.items():
+        assert torch.equal(tensor, state["averaged_model"][name]), name
+    assert any(not torch.equal(saved[n], state["model"][n]) for n in saved), \
+        "the averaged weights are not the last iteration's"
+    resumed = tmp_path / "resumed"
+    train(config, resumed, progress=False, stop_after=2)
+    again = load_checkpoint(train(config, resumed, resume=True, progress=False))[0].state_dict()
+    for name, tensor in saved.items():
+        assert torch.equal(tensor, again[name]), f"a resumed averaged run differs: {name}"
+
+
+def test_the_moving_average_update():
+    averaged, current = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    before = averaged.weight.detach().clone()
+    update_average(averaged, current, 0.75)
+    torch.testing.assert_close(averaged.weight, 0.75 * before + 0.25 * current.weight)
 
 
 def test_a_run_can_start_from_another_checkpoints_weights(tmp_path):
