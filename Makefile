@@ -58,8 +58,8 @@ demo: install
 	@echo "demo outputs are in $(CURDIR)/out/: demo_side_by_side.mp4, demo_psnr.png,"
 	@echo "  demo_latency.png, summary.txt, parity_psnr.png, reference_side_by_side.mp4"
 
-# INT8 and FP16 of the demo model, with their drift over 300 held-out steps per clip and the
-# per-group sensitivity table (about 15 minutes here). Run after `make demo` (uses its ONNX).
+# INT8 and FP16 of the demo model, with their drift over 1000 held-out steps per clip and the
+# per-group sensitivity table (about 25 minutes here). Run after `make demo` (uses its ONNX).
 int8: install
 	test -f out/stae_demo.onnx || $(MAKE) demo
 	$(BIN)/stae calibrate out/stae_demo.onnx -o out/calib.npz --force
@@ -69,7 +69,7 @@ int8: install
 		-o out/stae_demo.int8_ort.onnx --target onnxruntime --force --checkpoint $(DEMO_CKPT) --quiet
 	$(BIN)/stae fp16 out/stae_demo.onnx -o out/stae_demo.fp16.onnx --force --no-check
 	$(BIN)/stae drift out/stae_demo.onnx out/stae_demo.int8.onnx out/stae_demo.int8_ort.onnx \
-		out/stae_demo.fp16.onnx --steps 300 --plot out/drift.png --force --json > out/drift.json
+		out/stae_demo.fp16.onnx --steps 1000 --plot out/drift.png --force --json > out/drift.json
 	$(BIN)/stae sensitivity out/stae_demo.onnx --calib out/calib.npz --steps 100 \
 		-o out/sensitivity.md --force
 	$(BIN)/python benchmarks/int8_speed.py out/stae_demo.onnx out/stae_demo.int8_ort.onnx \

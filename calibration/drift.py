@@ -16,9 +16,11 @@ held-out frames played forward then backward, so a short clip gives a long run).
                       negative of the build-up penalty, control minus free): 0 when nothing
                       accumulates, falling when error compounds.
 
-Summary per variant: means, ``truth_gap_db`` (FP32's PSNR vs truth minus the variant's) and
+Summary per variant: means, ``truth_gap_db`` (FP32's PSNR vs truth minus the variant's),
 ``buildup_slope_db_per_100_steps``: the least-squares slope of ``buildup`` over the last 60 % of
-steps. Negative means the free run falls further behind its own per-step error: compounding.
+steps (negative means the free run falls further behind its own per-step error: compounding),
+and ``buildup_penalty_db_per_100_steps``: the mean penalty (control minus free) per 100-step
+window, which shows whether a build-up keeps growing or settles.
 Predictions are clipped to [0, 1] (the frames a user sees); PSNRs are capped at 120 dB (identical
 outputs). Torch-free.
 """
@@ -125,6 +127,8 @@ def summarize(fp32_trace: dict[str, list[float]], trace: VariantTrace) -> dict[s
         "control_psnr_vs_fp32_db_mean": float(np.mean(m["control_psnr_vs_fp32"])),
         "buildup_penalty_db_mean": -float(np.mean(m["buildup"])),
         "buildup_slope_db_per_100_steps": slope_per_100_steps(m["buildup"]),
+        "buildup_penalty_db_per_100_steps": [-float(np.mean(m["buildup"][start:start + 100]))
+                                             for start in range(0, len(m["buildup"]), 100)],
     }
 
 
@@ -163,11 +167,20 @@ def measure_drift(fp32_path: str | Path, variant_paths: dict[str, str | Path],
     bar.close()
     per_stream = list(report["per_stream"].values())
     for name in ("fp32", *variants):
-        report[name] = {key: float(np.mean([s[name][key] for s in per_stream]))
+        report[name] = {key: mean_over_streams([s[name][key] for s in per_stream])
                         for key in per_stream[0][name]}
     if variants:
         report["worst"] = {name: worst_case(per_stream, name) for name in variants}
     return report
+
+
+def mean_over_streams(values: list[Any]) -> float | list[float]:
+    """The mean of one figure over streams: a number, or a per-window list (element-wise, over
+    the windows every stream has)."""
+    if isinstance(values[0], list):
+        windows = min(map(len, values))
+        return np.mean([v[:windows] for v in values], axis=0).tolist()
+    return float(np.mean(values))
 
 
 def worst_case(per_stream: list[dict[str, Any]], name: str) -> dict[str, float]:

@@ -2,9 +2,11 @@
 
     stae quantize MODEL.onnx --calib calib.npz -o MODEL.int8.onnx [--target tensorrt|onnxruntime]
         [--op-types Conv ...] [--exclude-groups head ...] [--exclude-nodes NAME ...]
+        [--no-bias-correction]
 
 Both targets read the same calibration file and the same policy (``calibration.policy``): what
-is quantised, and which node groups stay FP32. The INT8 graph keeps the FP32 model's I/O (the
+is quantised, and which node groups stay FP32. Then, on the same calibration data, each INT8
+conv's mean output error is removed from its bias (``calibration.bias_correction``). The INT8 graph keeps the FP32 model's I/O (the
 recurrent state crosses steps in FP32) and its metadata, with precision "int8" and the target,
 policy, tool and calibration provenance recorded in its notes.
 """
@@ -17,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from calibration.bias_correction import correct_conv_biases
 from calibration.calib_data import batches, load_calibration, load_calibration_info
 from calibration.node_groups import group_nodes
 from calibration.policy import DEFAULT_POLICY, QuantPolicy
@@ -29,9 +32,13 @@ from runtime.files import refuse_overwrite, sha256_file
 
 def quantize_model(source: str | Path, calib_path: str | Path, output: str | Path,
                    target: str = DEFAULT_TARGET, policy: QuantPolicy = DEFAULT_POLICY,
-                   force: bool = False) -> ArtifactMetadata:
+                   force: bool = False, bias_correction: bool = True,
+                   progress: bool = False) -> ArtifactMetadata:
     """Write the INT8 version of the fp32 artifact ``source`` to ``output``; returns its metadata.
 
+    bias_correction: afterwards remove each INT8 conv's mean output error, measured on the
+    calibration data (``calibration.bias_correction``); without it the memories accumulate
+    that offset over hundreds of steps.
     Refuses a calibration file recorded with another model (its sha256 is in calib.npz.json).
     """
     source, output = Path(source), refuse_overwrite(output, force)
@@ -57,12 +64,15 @@ def quantize_model(source: str | Path, calib_path: str | Path, output: str | Pat
                                   None if policy.quantizes_all_op_types else list(policy.op_types),
                                   excluded)
         quantized = load_model(written)
+    corrected = (correct_conv_biases(model, quantized, batches(tensors, metadata.spec), progress)
+                 if bias_correction else False)
     int8_metadata = ArtifactMetadata(
         spec=metadata.spec, config=metadata.config, precision="int8",
         checkpoint_sha256=metadata.checkpoint_sha256, preprocessing=metadata.preprocessing,
         notes={**metadata.notes, "int8": {
             "target": target, "policy": policy.to_dict(), **tool_info,
-            "excluded_nodes": len(excluded), "source_onnx_sha256": source_sha256,
+            "excluded_nodes": len(excluded), "bias_correction": corrected,
+            "source_onnx_sha256": source_sha256,
             "calibration_sha256": sha256_file(calib_path),
             "calibration_samples": len(next(iter(tensors.values())))}})
     write_metadata(quantized, int8_metadata)        # the tools do not carry metadata_props over
@@ -95,6 +105,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", choices=sorted(TARGETS), default=DEFAULT_TARGET,
                         help="tensorrt: ModelOpt Q/DQ for TensorRT; onnxruntime: quantize_static")
     add_policy_arguments(parser)
+    parser.add_argument("--no-bias-correction", action="store_true",
+                        help="keep the tool's biases (default: remove each INT8 conv's mean "
+                             "output error, measured on the calibration data)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --output")
     parser.add_argument("--checkpoint", default=None, help="checkpoint the model came from")
     parser.add_argument("--no-check", action="store_true", help="skip the checks after quantising")
@@ -104,7 +117,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     policy = policy_from_args(args)
     start = time.perf_counter()
-    metadata = quantize_model(args.model, args.calib, args.output, args.target, policy, args.force)
+    metadata = quantize_model(args.model, args.calib, args.output, args.target, policy, args.force,
+                              bias_correction=not args.no_bias_correction, progress=True)
     notes = metadata.notes["int8"]
     print(f"quantised for {args.target} with {notes['tool']} in {time.perf_counter() - start:.1f} s "
           f"({notes['excluded_nodes']} nodes kept FP32 by the policy {policy.to_json()}): "

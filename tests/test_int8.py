@@ -7,9 +7,10 @@ import numpy as np
 import onnx
 import pytest
 
-from calibration.calib_data import (info_path, load_calibration, load_calibration_info,
+from calibration.bias_correction import measure_bias_errors, quantized_convs
+from calibration.calib_data import (batches, info_path, load_calibration, load_calibration_info,
                                     save_calibration)
-from calibration.drift import measure_drift, slope_per_100_steps
+from calibration.drift import mean_over_streams, measure_drift, slope_per_100_steps
 from calibration.node_groups import group_nodes
 from calibration.policy import DEFAULT_POLICY, QuantPolicy
 from calibration.quantize import quantize_model
@@ -122,6 +123,46 @@ def test_int8_quantizes_the_convs_and_keeps_the_policys_groups_in_float(small_in
         assert not int8_weights and len(quantize_of_weights) == len(quantized)
 
 
+def test_bias_correction_removes_each_int8_convs_mean_error(small_int8, small_onnx_path,
+                                                          small_calibration, tmp_path):
+    """Measured on the calibration data with the FP32 model's own conv inputs: without the
+    correction every INT8 conv shifts its output mean; with it (the default) the shift is gone
+    up to the INT32 bias step of the onnxruntime target."""
+    target, corrected_path = small_int8
+    uncorrected_path = tmp_path / "uncorrected.onnx"
+    quantize_model(small_onnx_path[0], small_calibration[0], uncorrected_path, target=target,
+                   bias_correction=False)
+    fp32 = load_model(small_onnx_path[0])
+    spec = open_session(small_onnx_path[0])[1].spec
+    tensors = load_calibration(small_calibration[0], spec)
+    shifts = {}
+    for name, path in (("uncorrected", uncorrected_path), ("corrected", corrected_path)):
+        convs = quantized_convs(load_model(path))
+        errors = measure_bias_errors(fp32, convs, batches(tensors, spec))
+        shifts[name] = {conv: float(np.abs(error).max()) for conv, error in errors.items()}
+    assert shifts["corrected"].keys() == shifts["uncorrected"].keys() and shifts["corrected"]
+    bias_steps = int32_bias_steps(load_model(corrected_path))
+    for conv, before in shifts["uncorrected"].items():
+        assert before > 1e-5, f"{conv}: an INT8 conv with no mean error to correct"
+        assert shifts["corrected"][conv] <= 0.02 * before + 0.5 * bias_steps.get(conv, 0.0), \
+            f"{conv}: mean error {before:.2e} -> {shifts['corrected'][conv]:.2e}"
+    notes = read_metadata(load_model(corrected_path), str(corrected_path)).notes["int8"]
+    assert notes["bias_correction"]["convs"] == len(shifts["corrected"])
+    assert read_metadata(load_model(uncorrected_path), "").notes["int8"]["bias_correction"] is False
+
+
+def int32_bias_steps(model: onnx.ModelProto) -> dict[str, float]:
+    """Conv name -> the largest step of its INT32 bias (onnxruntime target); float biases absent."""
+    producers = {out: node for node in model.graph.node for out in node.output}
+    initializers = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    steps = {}
+    for node in model.graph.node:
+        bias = producers.get(node.input[2]) if node.op_type == "Conv" else None
+        if bias is not None and bias.op_type == "DequantizeLinear":
+            steps[node.name] = float(initializers[bias.input[1]].max())
+    return steps
+
+
 def test_int8_stays_close_to_fp32_and_the_control_separates_buildup(small_int8, small_onnx_path):
     target, path = small_int8
     frames = calibration_streams((64, 64), ("city",), (), steps=13)["city"]   # training frames
@@ -133,6 +174,7 @@ def test_int8_stays_close_to_fp32_and_the_control_separates_buildup(small_int8, 
     np.testing.assert_allclose(trace["buildup"], np.subtract(trace["psnr_vs_fp32"],
                                                              trace["control_psnr_vs_fp32"]))
     assert len(trace["psnr_vs_fp32"]) == 12
+    assert row["buildup_penalty_db_per_100_steps"] == pytest.approx([-np.mean(trace["buildup"])])
 
 
 def test_the_fp32_model_against_itself_has_no_drift(small_onnx_path):
@@ -142,6 +184,12 @@ def test_the_fp32_model_against_itself_has_no_drift(small_onnx_path):
     row = report["same"]
     assert row["psnr_vs_fp32_db_mean"] == 120.0 and row["err_over_delta_mean"] == 0.0
     assert row["truth_gap_db"] == 0.0 and row["buildup_slope_db_per_100_steps"] == 0.0
+    assert row["buildup_penalty_db_per_100_steps"] == [0.0]
+
+
+def test_penalty_windows_average_over_streams_window_by_window():
+    assert mean_over_streams([[1.0, 2.0, 9.0], [3.0, 4.0]]) == [2.0, 3.0]
+    assert mean_over_streams([1.0, 2.0]) == 1.5
 
 
 def test_a_variant_cannot_take_the_reference_runs_name(small_onnx_path):
