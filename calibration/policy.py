@@ -10,8 +10,8 @@ The default was chosen by measurement (``stae sensitivity`` on the demo checkpoi
 target, 100 held-out steps per clip, worst clip; table in ``calibration/README.md``): with only
 one group in INT8, the decoders' last convolutions (``to_pixels``, which write the frame residual
 at full resolution from a concatenation of decoded features and input pixels under one scale)
-alone cost 52.0 dB vs FP32 and 24 % of the predicted change; the encoders 63.2 dB / 6 %; every
-recurrent-cell group and the other decoder stages >= 78.9 dB / <= 1 %. So: every convolution in
+alone cost 52.3 dB vs FP32 and 26 % of the predicted change; the encoders 63.6 dB / 7 %; every
+recurrent-cell group and the other decoder stages >= 81.8 dB / <= 2 %. So: every convolution in
 INT8 but ``to_pixels`` and the eq. (8) head; the state path (gate products, memory updates, ATT
 softmax), the normalisations and the residual add are not convolutions and stay FP32.
 """

@@ -1,5 +1,5 @@
 """INT8 on the trained demo checkpoint: a short rollout must stay within the drift recorded in
-calibration/demo_int8_bounds.json (the 300-step figures are in calibration/README.md).
+calibration/demo_int8_bounds.json (the 1000-step figures are in calibration/README.md).
 
 Short procedure: calibrate on 60 steps of each clip's training frames (every 6th step from step
 0), quantise with the default target and policy, then 40 teacher-forced steps on the held-out
