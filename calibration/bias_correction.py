@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import onnx
@@ -199,7 +199,7 @@ def _replace(initializer: onnx.TensorProto, values: np.ndarray) -> None:
 
 def correct_conv_biases(fp32_model: onnx.ModelProto, quantized: onnx.ModelProto,
                         feeds: Iterable[Mapping[str, np.ndarray]],
-                        progress: bool = False) -> dict[str, float]:
+                        progress: bool = False) -> dict[str, Any]:
     """Measure and remove every INT8 conv's mean output error (in place on ``quantized``).
     Returns what to record: convs corrected, the largest |correction| and its conv."""
     convs = quantized_convs(quantized)
