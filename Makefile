@@ -59,7 +59,7 @@ demo: install
 	@echo "  demo_latency.png, summary.txt, parity_psnr.png, reference_side_by_side.mp4"
 
 # INT8 and FP16 of the demo model, with their drift over 1000 held-out steps per clip and the
-# per-group sensitivity table (about 25 minutes here). Run after `make demo` (uses its ONNX).
+# per-group sensitivity table (about 21 minutes here). Run after `make demo` (uses its ONNX).
 int8: install
 	test -f out/stae_demo.onnx || $(MAKE) demo
 	$(BIN)/stae calibrate out/stae_demo.onnx -o out/calib.npz --force
