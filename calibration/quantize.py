@@ -6,9 +6,9 @@
 
 Both targets read the same calibration file and the same policy (``calibration.policy``): what
 is quantised, and which node groups stay FP32. Then, on the same calibration data, each INT8
-conv's mean output error is removed from its bias (``calibration.bias_correction``). The INT8 graph keeps the FP32 model's I/O (the
-recurrent state crosses steps in FP32) and its metadata, with precision "int8" and the target,
-policy, tool and calibration provenance recorded in its notes.
+conv's mean output error is removed from its bias (``calibration.bias_correction``). The INT8
+graph keeps the FP32 model's I/O (the recurrent state crosses steps in FP32) and its metadata,
+with precision "int8" and the target, policy, tool and calibration provenance in its notes.
 """
 from __future__ import annotations
 
@@ -37,8 +37,8 @@ def quantize_model(source: str | Path, calib_path: str | Path, output: str | Pat
     """Write the INT8 version of the fp32 artifact ``source`` to ``output``; returns its metadata.
 
     bias_correction: afterwards remove each INT8 conv's mean output error, measured on the
-    calibration data (``calibration.bias_correction``); without it the memories accumulate
-    that offset over hundreds of steps.
+    calibration data (``calibration.bias_correction``), which the memories would otherwise
+    integrate.
     Refuses a calibration file recorded with another model (its sha256 is in calib.npz.json).
     """
     source, output = Path(source), refuse_overwrite(output, force)
@@ -118,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
     policy = policy_from_args(args)
     start = time.perf_counter()
     metadata = quantize_model(args.model, args.calib, args.output, args.target, policy, args.force,
-                              bias_correction=not args.no_bias_correction, progress=True)
+                              bias_correction=not args.no_bias_correction,
+                              progress=not args.quiet)
     notes = metadata.notes["int8"]
     print(f"quantised for {args.target} with {notes['tool']} in {time.perf_counter() - start:.1f} s "
           f"({notes['excluded_nodes']} nodes kept FP32 by the policy {policy.to_json()}): "

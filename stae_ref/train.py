@@ -95,7 +95,8 @@ class TrainConfig:
         if not 0 < self.lr_min <= self.lr:
             raise ConfigError(f"lr/lr_min: need 0 < lr_min <= lr, got {self.lr} and {self.lr_min}")
         if not 0.0 <= self.pause_probability <= 1.0:
-            raise ConfigError(f"pause_probability: expected in [0, 1], got {self.pause_probability}")
+            raise ConfigError(f"pause_probability: expected in [0, 1], got "
+                              f"{self.pause_probability}")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay: expected None or in (0, 1), got {self.ema_decay}")
 
@@ -185,7 +186,7 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False,
             with open(run_dir / LOG_FILE, "a") as handle:
                 handle.write(json.dumps(entry) + "\n")
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        **({"averaged_model": averaged.state_dict()} if averaged is not None else {}),
+                        **({} if averaged is None else {"averaged_model": averaged.state_dict()}),
                         "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
                         "iteration": iteration, "log": log}, state_path.with_suffix(".partial"))
             state_path.with_suffix(".partial").replace(state_path)
