@@ -11,7 +11,11 @@ export: ``cell.layers.0.conv_h.conv.weight``); every other node by its op type. 
     to_pixels         each decoder's last conv (pixel-shuffled to frame resolution)
     head              eq. (8)'s fusion and time collapse: the convs that write the frame
     op:<OpType>       every non-convolution node of that type (op:Mul holds the gate products
-                      and the memory updates, op:Softmax the attention, ...)
+                      and the memory updates; the attention softmax is op:Softmax in the plain
+                      graph, op:ReduceMax/Exp/ReduceSum/Div in the fast one, ...)
+
+Convs that the fast graph merged (``export.graph_rewrites``) carry the joined weight names
+``a+b+c``; the patterns match the first, and merged convs always share a group.
 """
 from __future__ import annotations
 

@@ -1,11 +1,13 @@
 """Export one STAE time step to ONNX with its recurrent state as explicit inputs and outputs.
 
     python export/to_onnx.py --checkpoint CKPT --output stae.onnx [--frame-size N]
-                             [--dynamic-batch] [--opset 20] [--force]
+                             [--dynamic-batch] [--opset 20] [--graph fast|plain] [--force]
     stae export ...            (the same)
 
 Graph I/O is named from the state protocol, batch on axis 0, no Loop/Scan/If, every kernel an
-initializer. ``metadata_props`` carry the protocol, config, precision, checkpoint sha256 and
+initializer. Two formulations of the same step, with the same weights and I/O (``GRAPHS``):
+``fast`` (default) runs every Conv3d as a Conv2d over time-stacked channels
+(``export.time_stacked``); ``plain`` is the reference's own module tree, op for op. ``metadata_props`` carry the protocol, config, precision, checkpoint sha256 and
 preprocessing (``runtime.artifact``). The graph checks (``stae check``) run after every export.
 """
 from __future__ import annotations
@@ -17,34 +19,61 @@ import sys
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import onnx
 import torch
 
+from export.graph_rewrites import optimize_graph
 from export.onnx_graph import graph_io, load_model, save_model, write_metadata
 from runtime.artifact import ArtifactMetadata, check_graph_io
 from runtime.errors import ConfigError
 from runtime.files import refuse_overwrite
 from runtime.protocol import DYNAMIC_BATCH
+from export.time_stacked import TimeStackedSTAE
 from stae_ref.model import STAE
 
 DEFAULT_OPSET = 20
 
 
+@dataclass(frozen=True)
+class GraphFormulation:
+    """One way to write the step as a graph: the module the exporter traces (STAE's export
+    signature) and the exact ONNX rewrites applied afterwards (name -> places changed)."""
+
+    module: Callable[[STAE], torch.nn.Module]
+    rewrite: Callable[[onnx.ModelProto], dict[str, int]] | None = None
+
+
+GRAPHS = {
+    "fast": GraphFormulation(TimeStackedSTAE, optimize_graph),
+    "plain": GraphFormulation(lambda model: model),
+}
+DEFAULT_GRAPH = "fast"
+
+
 def export_onnx(model: STAE, output: str | Path, provenance: dict[str, Any], *,
                 opset: int = DEFAULT_OPSET, dynamic_batch: bool = False,
-                force: bool = False) -> ArtifactMetadata:
+                graph: str = DEFAULT_GRAPH, force: bool = False) -> ArtifactMetadata:
     """Export ``model`` at its config's frame size to ``output``; returns the stored metadata.
+
+    graph: "fast" (time-stacked Conv2d plus ``export.graph_rewrites``, the default) or "plain"
+    (the reference's ops); stored in the metadata notes as ``graph`` (and ``graph_rewrites``).
 
     provenance: where the weights came from (``stae_ref.commands.common.load_model``); stored in
     the metadata so ``stae check`` can rebuild the exact reference. Refuses to overwrite
     ``output`` unless ``force``.
     """
+    if graph not in GRAPHS:
+        raise ConfigError(f"graph: expected one of {sorted(GRAPHS)}, got {graph!r}")
     output = refuse_overwrite(output, force)
     if opset < 17:
         raise ConfigError(f"--opset {opset}: TensorRT needs opset >= 17 for its normalisation layer")
     model = model.eval()
+    formulation = GRAPHS[graph]
+    traced = formulation.module(model).eval()
     spec = model.spec().with_batch(DYNAMIC_BATCH) if dynamic_batch else model.spec()
     # torch.export specialises a dimension of size 1, so a dynamic batch is traced with batch 2.
     example_batch = 2 if dynamic_batch else 1
@@ -65,19 +94,21 @@ def export_onnx(model: STAE, output: str | Path, provenance: dict[str, Any], *,
         warnings.simplefilter("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", message=".*axis name: batch will not be used")
         raw_path = Path(scratch) / "raw.onnx"
-        torch.onnx.export(model, example, str(raw_path), dynamo=True, opset_version=opset,
+        torch.onnx.export(traced, example, str(raw_path), dynamo=True, opset_version=opset,
                           input_names=[t.name for t in spec.inputs],
                           output_names=[t.name for t in spec.outputs],
                           dynamic_shapes=dynamic_shapes, external_data=False)
-        graph = load_model(raw_path)
+        onnx_model = load_model(raw_path)
+    notes = {**{k: v for k, v in provenance.items() if k != "checkpoint_sha256"}, "graph": graph}
+    if formulation.rewrite is not None:
+        notes["graph_rewrites"] = formulation.rewrite(onnx_model)
     metadata = ArtifactMetadata(
         spec=spec, config=model.config.to_dict(), precision="fp32",
-        checkpoint_sha256=provenance.get("checkpoint_sha256"),
-        notes={k: v for k, v in provenance.items() if k != "checkpoint_sha256"})
-    write_metadata(graph, metadata)
-    inputs, outputs = graph_io(graph)
+        checkpoint_sha256=provenance.get("checkpoint_sha256"), notes=notes)
+    write_metadata(onnx_model, metadata)
+    inputs, outputs = graph_io(onnx_model)
     check_graph_io(spec, inputs, outputs, f"{output} (just exported)")
-    save_model(graph, output)
+    save_model(onnx_model, output)
     return metadata
 
 
@@ -90,6 +121,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     parser.add_argument("--dynamic-batch", action="store_true",
                         help="symbolic batch axis on every input and output (Triton, multi-stream)")
+    parser.add_argument("--graph", choices=sorted(GRAPHS), default=DEFAULT_GRAPH,
+                        help="fast: every Conv3d as a Conv2d over time-stacked channels (same "
+                             "weights, same I/O); plain: the reference's ops one for one")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --output")
     parser.add_argument("--no-check", action="store_true",
                         help="skip the graph checks and parity rollout after export")
@@ -107,12 +141,13 @@ def run(args: argparse.Namespace) -> int:
               f"(seed {provenance['random_seed']}). Predictions will be noise. Pass --checkpoint "
               "CKPT to export a trained model.", file=sys.stderr)
     height, width = model.config.frame_size
-    print(f"exporting STAE {height}x{width} (opset {args.opset}"
+    print(f"exporting STAE {height}x{width} ({args.graph} graph, opset {args.opset}"
           f"{', dynamic batch' if args.dynamic_batch else ''}) to {args.output} ...",
           file=sys.stderr)
     start = time.perf_counter()
     metadata = export_onnx(model, args.output, provenance, opset=args.opset,
-                           dynamic_batch=args.dynamic_batch, force=args.force)
+                           dynamic_batch=args.dynamic_batch, graph=args.graph,
+                           force=args.force)
     size_mb = Path(args.output).stat().st_size / 2 ** 20
     print(f"exported in {time.perf_counter() - start:.1f} s: {args.output} ({size_mb:.1f} MB)",
           file=sys.stderr)

@@ -33,13 +33,17 @@ def test_fp16_graph_passes_the_static_checks_and_records_its_choices(fp16_onnx_2
     assert fp16_onnx_256.stat().st_size < 0.55 * default_onnx_256[0].stat().st_size
 
 
-def test_convs_compute_in_fp16_and_the_state_path_in_fp32(fp16_onnx_256):
+def test_convs_compute_in_fp16_and_the_state_path_in_fp32(fp16_onnx_256, default_onnx_256):
     inferred = onnx.shape_inference.infer_shapes(load_model(fp16_onnx_256))
     types = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
     convs = [n for n in inferred.graph.node if n.op_type == "Conv"]
-    assert len(convs) == 45 and all(types[n.output[0]] == onnx.TensorProto.FLOAT16 for n in convs)
+    fp32_convs = [n for n in load_model(default_onnx_256[0]).graph.node if n.op_type == "Conv"]
+    assert len(convs) == len(fp32_convs)
+    assert all(types[n.output[0]] == onnx.TensorProto.FLOAT16 for n in convs)
+    # The ATT softmax is Softmax in the plain graph, ReduceMax/Exp/ReduceSum/Div in the fast one.
     kept = [n for n in inferred.graph.node
-            if n.op_type in ("InstanceNormalization", "Softmax", "Sigmoid", "Tanh", "ReduceSum")]
+            if n.op_type in ("InstanceNormalization", "Softmax", "Exp", "Sigmoid", "Tanh",
+                             "ReduceSum")]
     assert len(kept) > 36 + 8
     assert all(types[n.output[0]] == onnx.TensorProto.FLOAT for n in kept), \
         [n.name for n in kept if types[n.output[0]] != onnx.TensorProto.FLOAT]
