@@ -9,6 +9,7 @@ from google.protobuf.message import DecodeError
 
 from runtime.artifact import ArtifactMetadata, check_graph_io
 from runtime.errors import ArtifactError
+from runtime.files import atomic_path
 from runtime.protocol import DYNAMIC_BATCH, TensorSpec
 
 # ONNX element type -> protocol dtype name.
@@ -76,8 +77,6 @@ def verified_metadata(model: onnx.ModelProto, source: str) -> ArtifactMetadata:
 def save_model(model: onnx.ModelProto, path: str | Path) -> Path:
     """Write ``model`` to ``path`` atomically (a partial file never has the final name)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    onnx.save(model, str(partial))
-    partial.replace(path)
+    with atomic_path(path) as partial:
+        onnx.save(model, str(partial))
     return path

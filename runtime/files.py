@@ -1,8 +1,11 @@
-"""Small file helpers shared by every stage: content hashes and overwrite protection."""
+"""Small file helpers shared by every stage: content hashes, overwrite protection and atomic
+writes."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from pathlib import Path
+from typing import Iterator
 
 from runtime.errors import OutputExistsError
 
@@ -22,3 +25,17 @@ def refuse_overwrite(path: str | Path, force: bool) -> Path:
     if path.exists() and not force:
         raise OutputExistsError(f"{path} already exists; pass --force to overwrite it")
     return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a sibling ``.partial`` path to write; it is renamed to ``path`` once written (and
+    removed if writing fails)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    try:
+        yield partial
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    partial.replace(path)

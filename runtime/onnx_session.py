@@ -7,7 +7,7 @@ parity checks drive it against the reference. Torch-free.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -21,9 +21,17 @@ ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(
               "tensor(bool)": "bool"}
 
 
+SessionConfigurator = Callable[[ort.SessionOptions], None]
+
+
 def open_session(path: str | Path, providers: Sequence[str] = ("CPUExecutionProvider",),
-                 threads: int | None = None) -> tuple[ort.InferenceSession, ArtifactMetadata]:
+                 threads: int | None = None, configure: SessionConfigurator | None = None
+                 ) -> tuple[ort.InferenceSession, ArtifactMetadata]:
     """Open ``path`` in onnxruntime and return (session, its verified metadata).
+
+    threads: intra-op threads (None: onnxruntime's default, one per core). configure: called on
+    the session options last, e.g. to turn on profiling or off thread spinning (the benchmark
+    does, so idle onnxruntime workers do not steal cores from the backend timed next).
 
     Raises :class:`ArtifactError` for a missing/unreadable file or missing metadata, and
     :class:`SpecMismatchError` naming the tensor when the stored protocol is not the graph's I/O.
@@ -34,6 +42,8 @@ def open_session(path: str | Path, providers: Sequence[str] = ("CPUExecutionProv
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
+    if configure is not None:
+        configure(options)
     try:
         session = ort.InferenceSession(str(path), options, providers=list(providers))
     except Exception as err:  # onnxruntime raises its own exception types for bad files
@@ -49,8 +59,8 @@ class OnnxStepper:
     """Steps an ONNX artifact with ``session.run``; state dicts are keyed by state input name."""
 
     def __init__(self, path: str | Path, providers: Sequence[str] = ("CPUExecutionProvider",),
-                 threads: int | None = None):
-        self.session, self.metadata = open_session(path, providers, threads)
+                 threads: int | None = None, configure: SessionConfigurator | None = None):
+        self.session, self.metadata = open_session(path, providers, threads, configure)
         self.spec = self.metadata.spec
         self._output_names = [t.name for t in self.spec.outputs]
 
