@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PYRIGHT_VERSION := 1.1.414
 PYRIGHT := .tools/node_modules/.bin/pyright
 
-.PHONY: install test test-all typecheck demo int8 clean
+.PHONY: install test test-all typecheck demo int8 bench clean
 
 install: $(STAMP)
 
@@ -75,6 +75,13 @@ int8: install
 	$(BIN)/python benchmarks/int8_speed.py out/stae_demo.onnx out/stae_demo.int8_ort.onnx \
 		out/stae_demo.int8.onnx out/stae_demo.fp16.onnx --steps 80 | tee out/int8_speed.jsonl
 	@echo "INT8 outputs are in $(CURDIR)/out/: drift.json, drift.png, sensitivity.md, int8_speed.jsonl"
+
+# Every backend side by side at 256 and 512 (paper config, seeded weights), interleaved step by
+# step, with peak RSS and the op-time profile (about 4 minutes here). A benchmark, not a test.
+bench: install
+	mkdir -p out
+	$(BIN)/stae bench --frame-sizes 256 512 --profile --json out/bench.json \
+		--markdown out/bench.md --plot out/bench.png --force
 
 clean:
 	rm -rf $(VENV) .tools out .pytest_cache

@@ -2,8 +2,9 @@
 
     python benchmarks/int8_speed.py MODEL.onnx MODEL.int8.onnx [MORE.onnx ...] [--steps 60]
 
-Every model steps the same city frames with ``session.run``, in lockstep: step t of each model
-runs back to back before step t + 1, so all feel the same machine noise. Prints the median ms
+Every model steps the same city frames with ``session.run``, in lockstep (``stae bench``'s
+interleaving: step t of each model back to back before step t + 1, so all feel the same machine
+noise; onnxruntime workers do not spin between steps). Prints the median ms
 per step and its ratio to the first (FP32) model, one JSON line per model. Says nothing about
 TensorRT, whose INT8 kernels are another matter entirely.
 """
@@ -12,27 +13,20 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 
+from export.bench import city_frames, interleaved_latencies_ms
+from export.bench_backends import OnnxBackend
 from runtime.onnx_session import OnnxStepper
-from stae_ref.footage import load_clip
 
 WARMUP = 5
 
 
 def lockstep_step_ms(paths: list[str], steps: int, threads: int | None) -> dict[str, list[float]]:
     """Path -> per-step ms after warm-up, the models interleaved step by step."""
-    steppers = {path: OnnxStepper(path, threads=threads) for path in paths}
-    first = steppers[paths[0]]
-    frames = load_clip("city", tuple(first.spec.data_inputs[0].shape[2:]), max_frames=steps)
-    states = {path: stepper.zero_state(1) for path, stepper in steppers.items()}
-    times: dict[str, list[float]] = {path: [] for path in paths}
-    for t in range(steps):
-        for path, stepper in steppers.items():
-            start = time.perf_counter()
-            _, states[path], _ = stepper.step(frames[t][None], states[path])
-            times[path].append((time.perf_counter() - start) * 1e3)
-    return {path: values[WARMUP:] for path, values in times.items()}
+    backends = {path: OnnxBackend(path, 1, threads or 0) for path in paths}
+    frame_size = tuple(backends[paths[0]].spec.data_inputs[0].shape[2:])
+    return interleaved_latencies_ms(backends, city_frames(frame_size, steps), 1, WARMUP,
+                                    "lockstep")
 
 
 def main() -> None:
