@@ -22,7 +22,7 @@ Everything else carries over unchanged in meaning:
 * the state protocol is untouched: state crosses the graph boundary in its protocol shape and
   is reshaped (a free view) to and from the stacked layout inside the graph.
 
-Three more exact rearrangements (same FLOPs or fewer, fewer copies):
+Two more exact rearrangements (same FLOPs, fewer copies):
 
 * the encoders' first conv over the space-to-depth stem is the same conv over the clip's pixels
   with kernel, stride and padding times the patch, so the stem's 7-D transpose is never run;
@@ -36,7 +36,8 @@ Module paths start like the reference's (``cell.layers.0.conv_h.conv``,
 ``spatial_decoder.to_pixels.features``, ``frame_fuse``), so exported initializer names, and with
 them the INT8 node groups (``calibration.node_groups``), carry over.
 The weights are derived from the reference at construction; nothing is trained or approximated:
-``stae check`` compares the exported graph against the unmodified reference.
+``stae check`` compares the exported graph against the unmodified reference. After export,
+``export.graph_rewrites`` makes the ONNX graph cheaper still (``export.to_onnx.GRAPHS``).
 """
 from __future__ import annotations
 

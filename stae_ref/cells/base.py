@@ -18,7 +18,12 @@ class Latents(NamedTuple):
 
 
 class RecurrentCell(nn.Module):
-    """Base class of a recurrent cell stack: declares its state and runs one time step."""
+    """Base class of a recurrent cell stack: declares its state and runs one time step.
+
+    The fast export graph (``export.time_stacked``) runs a cell's own code on time-stacked
+    ``(B, C*T, h, w)`` latents: a cell that only splits, concatenates and stacks along the
+    channel axis (dim 1) and indexes its ring axes, with latent-shaped state, exports fast.
+    """
 
     @classmethod
     def state_shapes(cls, config: STAEConfig) -> dict[str, tuple[int, ...]]:
