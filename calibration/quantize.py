@@ -109,7 +109,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep the tool's biases (default: remove each INT8 conv's mean "
                              "output error, measured on the calibration data)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --output")
-    parser.add_argument("--checkpoint", default=None, help="checkpoint the model came from")
+    parser.add_argument("--checkpoint", default=None,
+                        help="checkpoint the model came from (without it, and without seeded "
+                             "weights, the check compares with the FP32 graph it came from)")
     parser.add_argument("--no-check", action="store_true", help="skip the checks after quantising")
     add_check_arguments(parser, default_steps=8)
 
@@ -127,5 +129,7 @@ def run(args: argparse.Namespace) -> int:
     if args.no_check:
         return 0
     from export.check_cli import run_checks_and_report
+    from export.reference import reference_or_source
 
-    return run_checks_and_report(args.output, args)
+    return run_checks_and_report(args.output, args,
+                                 reference=reference_or_source(args.model, args.checkpoint))

@@ -44,13 +44,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_checks_and_report(path: str | Path, args: argparse.Namespace, reference=None) -> int:
-    """Run every check on ``path`` and print the report; returns the process exit code."""
+    """Run every check on ``path`` and print the report; returns the process exit code.
+
+    reference: the PyTorch model or an ``export.parity.StepReference``; by default the
+    PyTorch reference the artifact's metadata names (``export.reference.reference_for``)."""
     from export.checks import check_artifact
     from export.onnx_graph import load_model, verified_metadata
     from export.parity import TOLERANCES
     from export.reference import reference_for
     from runtime.errors import ConfigError
     from stae_ref.footage import forward_backward, load_clip
+    from stae_ref.model import STAE
 
     metadata = verified_metadata(load_model(path), str(path))
     if reference is None:
@@ -74,6 +78,8 @@ def run_checks_and_report(path: str | Path, args: argparse.Namespace, reference=
     if args.plot:
         _plot(report, args.plot)
     if args.save_polygraphy:
+        if not isinstance(reference, STAE):
+            raise ConfigError("--save-polygraphy: needs the PyTorch reference; pass --checkpoint")
         _save_polygraphy(path, metadata, reference, frames, args, tolerances.step1_max_rel)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
@@ -101,14 +107,15 @@ def _print_report(report) -> None:
     parity = report.parity
     if parity is None:
         return
-    print(f"[{'PASS' if parity.passed else 'FAIL'}] parity vs reference ({parity.precision}), "
+    print(f"[{'PASS' if parity.passed else 'FAIL'}] parity vs {parity.reference} "
+          f"({parity.precision}), "
           f"{parity.steps} teacher-forced steps + closed loop to horizon {parity.horizon}")
     print(f"    {'tensor':<22}{'step-1 rel':>12}{'limit':>10}{'max abs':>12}{'max rel':>12}")
     for name, rel in parity.step1_max_rel.items():
         print(f"    {name:<22}{rel:>12.2e}{parity.tolerances.limit(name):>10.0e}"
               f"{parity.max_abs[name]:>12.2e}{parity.max_rel[name]:>12.2e}")
     worst = parity.worst
-    print(f"    prediction PSNR vs reference: min {parity.pred_psnr_db_min:.1f} dB "
+    print(f"    prediction PSNR vs {parity.reference}: min {parity.pred_psnr_db_min:.1f} dB "
           f"(limit {parity.tolerances.pred_psnr_db_min:.0f} dB)")
     print(f"    worst: step {worst['step']}, '{worst['tensor']}', rel {worst['value']:.2e} "
           f"(abs {worst['abs']:.2e})")

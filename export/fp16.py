@@ -85,7 +85,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fp16-ops", nargs="+", default=list(DEFAULT_FP16_OP_TYPES),
                         metavar="OP_TYPE", help="op types computed in FP16 (all others FP32)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --output")
-    parser.add_argument("--checkpoint", default=None, help="checkpoint the model came from")
+    parser.add_argument("--checkpoint", default=None,
+                        help="checkpoint the model came from (without it, and without seeded "
+                             "weights, the check compares with the FP32 graph it came from)")
     parser.add_argument("--no-check", action="store_true", help="skip the checks after converting")
     add_check_arguments(parser, default_steps=8)
 
@@ -103,4 +105,7 @@ def run(args: argparse.Namespace) -> int:
           file=sys.stderr)
     if args.no_check:
         return 0
-    return run_checks_and_report(args.output, args)
+    from export.reference import reference_or_source
+
+    return run_checks_and_report(args.output, args,
+                                 reference=reference_or_source(args.model, args.checkpoint))

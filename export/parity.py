@@ -5,21 +5,81 @@ then ``horizon - 1`` closed-loop steps (each side fed its own prediction). Every
 next-state is compared at every step against a per-tensor tolerance table. Closed loops amplify
 any difference, so their errors are reported next to a chaos baseline: the reference against
 itself with 1e-6 noise on the input frames.
+
+The reference is the PyTorch model (:class:`TorchReference`), or, for a precision variant whose
+weights cannot be rebuilt (a checkpoint not at hand), the FP32 graph it was made from
+(:class:`OnnxReference`): what matters for FP16 and INT8 is how far they are from FP32.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any, Mapping, Protocol
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from runtime.errors import ArtifactError
 from runtime.metrics import psnr_db
 from runtime.onnx_session import OnnxStepper
 from stae_ref.model import STAE
 
 CHAOS_NOISE = 1e-6
+
+
+class StepReference(Protocol):
+    """What a rollout is compared against: numpy in, numpy out, state keyed by input name."""
+
+    label: str
+
+    def zero_state(self) -> dict[str, np.ndarray]:
+        """The zero state at batch 1."""
+        ...
+
+    def step(self, frame: np.ndarray, state: dict[str, np.ndarray]
+             ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """frame (1, 3, H, W) float32 -> (prediction (1, 3, H, W), next state)."""
+        ...
+
+
+class TorchReference:
+    """The PyTorch reference model as a :class:`StepReference`."""
+
+    label = "PyTorch reference"
+
+    def __init__(self, model: STAE):
+        self.model = model
+
+    def zero_state(self) -> dict[str, np.ndarray]:
+        return {k: v.numpy() for k, v in self.model.zero_state().items()}
+
+    @torch.no_grad()
+    def step(self, frame: np.ndarray, state: dict[str, np.ndarray]
+             ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        prediction, next_state = self.model.step(
+            torch.from_numpy(np.ascontiguousarray(frame, dtype=np.float32)),
+            {k: torch.from_numpy(v) for k, v in state.items()})
+        return prediction.numpy(), {k: v.numpy() for k, v in next_state.items()}
+
+
+class OnnxReference:
+    """An FP32 ONNX artifact as the :class:`StepReference` of its precision variants."""
+
+    def __init__(self, path: str | Path):
+        self.stepper = OnnxStepper(path)
+        if self.stepper.metadata.precision != "fp32":
+            raise ArtifactError(f"{path}: precision is {self.stepper.metadata.precision}; a "
+                                f"reference graph must be fp32")
+        self.label = f"FP32 graph {Path(path).name}"
+
+    def zero_state(self) -> dict[str, np.ndarray]:
+        return self.stepper.zero_state()
+
+    def step(self, frame: np.ndarray, state: dict[str, np.ndarray]
+             ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        prediction, next_state, _ = self.stepper.step(frame, state)
+        return prediction, next_state
 
 
 @dataclass(frozen=True)
@@ -59,6 +119,7 @@ class ParityReport:
     """Errors of one rollout. Steps are numbered from 1; "rel" is max abs / max(1, max|ref|)."""
 
     precision: str
+    reference: str                        # what it was compared against (StepReference.label)
     steps: int
     horizon: int
     tolerances: ToleranceTable
@@ -86,10 +147,14 @@ class ParityReport:
         return data
 
 
-def compare_rollouts(stepper: OnnxStepper, reference: STAE, frames: np.ndarray, steps: int,
-                     horizon: int, tolerances: ToleranceTable, progress: bool = True
+def compare_rollouts(stepper: OnnxStepper, reference: STAE | StepReference, frames: np.ndarray,
+                     steps: int, horizon: int, tolerances: ToleranceTable, progress: bool = True
                      ) -> ParityReport:
-    """Run both models over ``frames`` (>= steps, 3, H, W) and compare them; see the module doc."""
+    """Run both models over ``frames`` (>= steps, 3, H, W) and compare them; see the module doc.
+
+    reference: the PyTorch model, or any :class:`StepReference` (e.g. :class:`OnnxReference`)."""
+    if isinstance(reference, STAE):
+        reference = TorchReference(reference)
     spec = stepper.spec
     prediction_name = spec.data_outputs[0].name
     names = [prediction_name, *(p.output.name for p in spec.state)]
@@ -102,7 +167,7 @@ def compare_rollouts(stepper: OnnxStepper, reference: STAE, frames: np.ndarray, 
                                       "state_max_rel": [], "chaos_state_max_rel": []}
     noise = np.random.default_rng(0).normal(0, CHAOS_NOISE, frames.shape).astype(np.float32)
     onnx_state = stepper.zero_state()
-    ref_state = chaos_state = {k: v.numpy() for k, v in reference.zero_state().items()}
+    ref_state = chaos_state = reference.zero_state()
     onnx_in = ref_in = chaos_in = None
     total = steps + horizon - 1
     for step in tqdm(range(1, total + 1), desc="parity rollout", unit="step", disable=not progress):
@@ -111,8 +176,8 @@ def compare_rollouts(stepper: OnnxStepper, reference: STAE, frames: np.ndarray, 
             onnx_in = ref_in = frames[step - 1][None]
             chaos_in = ref_in + noise[step - 1][None]
         onnx_pred, onnx_state, outputs = stepper.step(onnx_in, onnx_state)
-        ref_pred, ref_state = _reference_step(reference, ref_in, ref_state)
-        chaos_pred, chaos_state = _reference_step(reference, chaos_in, chaos_state)
+        ref_pred, ref_state = reference.step(ref_in, ref_state)
+        chaos_pred, chaos_state = reference.step(chaos_in, chaos_state)
         reference_outputs = {prediction_name: ref_pred,
                              **{p.output.name: ref_state[p.input.name] for p in spec.state}}
         rel_this_step = {}
@@ -148,19 +213,11 @@ def compare_rollouts(stepper: OnnxStepper, reference: STAE, frames: np.ndarray, 
         failures.append(f"'{prediction_name}' PSNR vs the reference is below "
                         f"{tolerances.pred_psnr_db_min} dB at {len(bad_psnr)} of {steps} steps "
                         f"(lowest {value:.1f} dB at step {step})")
-    return ParityReport(precision=stepper.metadata.precision, steps=steps, horizon=horizon,
+    return ParityReport(precision=stepper.metadata.precision, reference=reference.label,
+                        steps=steps, horizon=horizon,
                         tolerances=tolerances, max_abs=max_abs, max_rel=max_rel,
                         step1_max_rel=step1_rel, worst=worst, pred_psnr_db=psnr,
                         state_rel_per_step=state_rel, closed_loop=closed, failures=failures)
-
-
-@torch.no_grad()
-def _reference_step(reference: STAE, frame: np.ndarray, state: dict[str, np.ndarray]
-                    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    prediction, next_state = reference.step(
-        torch.from_numpy(np.ascontiguousarray(frame, dtype=np.float32)),
-        {k: torch.from_numpy(v) for k, v in state.items()})
-    return prediction.numpy(), {k: v.numpy() for k, v in next_state.items()}
 
 
 def _rel(got: np.ndarray, ref: np.ndarray) -> float:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from export.onnx_graph import load_model, verified_metadata
+from export.parity import OnnxReference
 from runtime.artifact import ArtifactMetadata
 from runtime.errors import ArtifactError
 from runtime.files import sha256_file
@@ -41,3 +43,14 @@ def reference_for(metadata: ArtifactMetadata, source: str,
         raise ArtifactError(f"{source}: the rebuilt reference's weights (sha256 "
                             f"{weights_sha256(model)}) are not the exported ones ({expected})")
     return model.eval()
+
+
+def reference_or_source(source: str | Path, checkpoint: str | Path | None = None
+                        ) -> STAE | OnnxReference:
+    """What a precision variant of the fp32 artifact ``source`` is checked against: the PyTorch
+    reference when it can be rebuilt (``checkpoint`` given, or seeded random weights), else the
+    FP32 graph ``source`` itself, whose distance from the variant is what FP16 and INT8 change."""
+    metadata = verified_metadata(load_model(source), str(source))
+    if checkpoint is not None or "random_seed" in metadata.notes:
+        return reference_for(metadata, str(source), checkpoint)
+    return OnnxReference(source)

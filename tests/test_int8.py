@@ -17,7 +17,7 @@ from calibration.quantize import quantize_model
 from calibration.record import calibration_streams, record_calibration
 from calibration.sensitivity import sweep_policies
 from export.onnx_graph import load_model, read_metadata
-from runtime.errors import CalibrationError, ConfigError, OutputExistsError
+from runtime.errors import ArtifactError, CalibrationError, ConfigError, OutputExistsError
 from runtime.onnx_session import open_session
 
 pytestmark = pytest.mark.network
@@ -259,3 +259,31 @@ def test_int8_graph_passes_the_static_checks_tensorrt_lint_included(small_int8):
 
     report, _ = static_checks(small_int8[1])
     assert all(check.passed for check in report.checks), [c for c in report.checks if not c.passed]
+
+
+def test_quantize_checks_against_the_fp32_graph_when_the_checkpoint_is_not_given(
+        tmp_path, capsys):
+    """The README's `stae quantize stae.onnx --calib calib.npz -o stae.int8.onnx` on an export of
+    a checkpoint: without --checkpoint the INT8 graph is compared with its FP32 source graph."""
+    from stae_cli import main
+    from stae_ref.checkpoint import save_checkpoint
+    from tests.conftest import SMALL_CONFIG, seeded_model
+
+    checkpoint, fp32 = tmp_path / "small.pt", tmp_path / "small.onnx"
+    save_checkpoint(seeded_model(SMALL_CONFIG), checkpoint)
+    assert main(["export", "--checkpoint", str(checkpoint), "-o", str(fp32), "--no-check"]) == 0
+    streams = calibration_streams((64, 64), ("carphone",), (), steps=12)
+    tensors, info = record_calibration(fp32, streams, warmup=0, every=3, progress=False)
+    save_calibration(tmp_path / "calib.npz", tensors, info)
+    capsys.readouterr()
+    assert main(["quantize", str(fp32), "--calib", str(tmp_path / "calib.npz"), "-o",
+                 str(tmp_path / "small.int8.onnx"), "--quiet"]) == 0
+    report = capsys.readouterr().out
+    assert "[PASS] parity vs FP32 graph small.onnx (int8)" in report, report
+
+
+def test_only_an_fp32_graph_can_be_the_reference(small_int8):
+    from export.parity import OnnxReference
+
+    with pytest.raises(ArtifactError, match="precision is int8; a reference graph must be fp32"):
+        OnnxReference(small_int8[1])
