@@ -9,10 +9,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from runtime.protocol import IOSpec
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,7 @@ class EagerBackend(Backend):
         return sum(p.numel() * p.element_size() for p in self.model.parameters())
 
 
-def no_spinning(options) -> None:
+def no_spinning(options: ort.SessionOptions) -> None:
     """Session options for timing next to other backends: onnxruntime's idle workers sleep
     instead of spinning, which on a small machine stole the cores of the backend timed next
     (measured on 2 cores: PyTorch eager steps 10x slower beside a spinning session)."""
@@ -92,7 +96,8 @@ class OnnxBackend(Backend):
     """An ONNX artifact stepped by :class:`runtime.onnx_session.OnnxStepper` (CPU provider),
     its workers not spinning between steps (:func:`no_spinning`)."""
 
-    def __init__(self, path: str | Path, batch: int, threads: int):
+    def __init__(self, path: str | Path, batch: int, threads: int | None):
+        """threads: intra-op threads (None: onnxruntime's default)."""
         from runtime.onnx_session import OnnxStepper
 
         self.path = Path(path)

@@ -10,8 +10,8 @@
   The merged weight is named ``first+second+...`` after the originals, so a name pattern that
   matched the first conv (``calibration.node_groups``) still matches.
 
-Each rewrite returns how many places it changed; ``optimize_graph`` runs them all, then
-topologically sorts nothing: every new node is inserted where the node it replaces was.
+Each rewrite returns how many places it changed; ``optimize_graph`` runs them all. New nodes
+take the place of the first node they replace, so the graph stays topologically sorted.
 """
 from __future__ import annotations
 

@@ -172,6 +172,19 @@ def pixel_space_conv(stem_conv: nn.Conv2d, patch: int, length: int) -> nn.Conv2d
     return pixels
 
 
+def input_channel_slice(conv: nn.Conv2d, start: int, stop: int, bias: bool = True) -> nn.Conv2d:
+    """The part of ``conv`` that reads input channels ``start:stop`` (a conv over a
+    concatenation is the sum of such parts); ``bias``: keep the bias in this part."""
+    part = nn.Conv2d(stop - start, conv.out_channels, conv.kernel_size, stride=conv.stride,
+                     padding=conv.padding, bias=bias and conv.bias is not None,
+                     **_like(conv.weight))
+    with torch.no_grad():
+        part.weight.copy_(conv.weight[:, start:stop])
+        if part.bias is not None:
+            part.bias.copy_(conv.bias)
+    return part
+
+
 def grouped_pointwise_conv(conv: nn.Conv2d, groups: int) -> nn.Conv2d:
     """A 1x1 ``conv`` applied to each of ``groups`` channel groups alike, as one grouped conv:
     input ``(B, groups*C_in, h, w)`` -> ``(B, groups*C_out, h, w)``."""
@@ -211,19 +224,10 @@ class _StackedDecoder(nn.Module):
         self.stages = nn.Sequential(*(_StackedShuffleStage(s, time) for s in decoder.stages))
         whole = subpixel_major_conv(decoder.to_pixels, time, decoder.patch)
         features = whole.in_channels - skip_channels * time
-        parts = {"features": nn.Conv2d(features, whole.out_channels, whole.kernel_size,
-                                       padding=whole.padding, **_like(whole.weight))}
+        parts = {"features": input_channel_slice(whole, 0, features)}
         if skip_channels:
-            parts["skip"] = nn.Conv2d(skip_channels * time, whole.out_channels,
-                                      whole.kernel_size, padding=whole.padding, bias=False,
-                                      **_like(whole.weight))
-        with torch.no_grad():
-            parts["features"].weight.copy_(whole.weight[:, :features])
-            parts["features"].bias.copy_(whole.bias)
-            if skip_channels:
-                parts["skip"].weight.copy_(whole.weight[:, features:])
-        if skip_channels:
-            parts["skip"] = pixel_space_conv(parts["skip"], decoder.patch, time)
+            skip = input_channel_slice(whole, features, whole.in_channels, bias=False)
+            parts["skip"] = pixel_space_conv(skip, decoder.patch, time)
         self.to_pixels = nn.ModuleDict(parts)
 
     def forward(self, latent: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:

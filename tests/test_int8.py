@@ -267,7 +267,7 @@ def test_quantize_checks_against_the_fp32_graph_when_the_checkpoint_is_not_given
     a checkpoint: without --checkpoint the INT8 graph is compared with its FP32 source graph."""
     from stae_cli import main
     from stae_ref.checkpoint import save_checkpoint
-    from tests.conftest import SMALL_CONFIG, seeded_model
+    from conftest import SMALL_CONFIG, seeded_model
 
     checkpoint, fp32 = tmp_path / "small.pt", tmp_path / "small.onnx"
     save_checkpoint(seeded_model(SMALL_CONFIG), checkpoint)

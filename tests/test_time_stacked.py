@@ -15,7 +15,7 @@ from export.graph_rewrites import decompose_softmax, merge_sibling_convs
 from export.time_stacked import TimeStackedSTAE, time_stacked_conv, time_stacked_norm
 from runtime.errors import ConfigError
 from stae_ref.config import STAEConfig
-from tests.conftest import SMALL_CONFIG, random_provenance, seeded_model
+from conftest import SMALL_CONFIG, random_provenance, seeded_model
 
 TINY = dict(frame_size=(32, 32), patch=4, stride2_stages=1, hidden=8, layers=2, tau=3)
 
