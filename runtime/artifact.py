@@ -75,7 +75,8 @@ class ArtifactMetadata:
         if missing:
             raise ArtifactError(
                 f"{source}: metadata keys {missing} are missing; it was not exported by "
-                f"stae-deploy (re-export it with `stae export`)")
+                f"stae-deploy (expected the state protocol and model config that `stae export` "
+                f"stores; re-export it)")
         if props[KEY_FORMAT_VERSION] != str(ARTIFACT_FORMAT_VERSION):
             raise ArtifactError(
                 f"{source}: artifact format version {props[KEY_FORMAT_VERSION]!r} is not "
@@ -89,6 +90,19 @@ class ArtifactMetadata:
                    checkpoint_sha256=props.get(KEY_CHECKPOINT_SHA256) or None,
                    preprocessing=_json_object(props, KEY_PREPROCESSING, source, DEFAULT_PREPROCESSING),
                    notes=_json_object(props, KEY_NOTES, source, {}))
+
+
+def require_artifact_file(path: Path, kind: str, expected: str) -> None:
+    """Raise :class:`ArtifactError` naming ``path`` unless it is a non-empty regular file.
+
+    kind: what the file is ("ONNX", "engine"); expected: what it should be, for the messages.
+    """
+    if path.is_dir():
+        raise ArtifactError(f"{path}: is a directory; expected {expected}")
+    if not path.is_file():
+        raise ArtifactError(f"{path}: no such {kind} file")
+    if path.stat().st_size == 0:
+        raise ArtifactError(f"{path}: is empty (0 bytes); expected {expected}")
 
 
 def engine_sidecar_path(engine: str | Path) -> Path:
@@ -114,10 +128,15 @@ def read_engine_sidecar(engine: str | Path) -> tuple[ArtifactMetadata, dict[str,
     except FileNotFoundError:
         raise ArtifactError(f"{engine}: its sidecar {path} is missing; rebuild the engine with "
                             f"`stae build` (the sidecar holds the state protocol)") from None
-    except (OSError, json.JSONDecodeError) as err:
-        raise ArtifactError(f"{path}: unreadable engine sidecar: {err}") from None
+    except OSError as err:
+        raise ArtifactError(f"{path}: unreadable engine sidecar: {err.strerror or err}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ArtifactError(f"{path}: the sidecar of {Path(engine).name} is not valid JSON "
+                            f"({err}); expected the JSON `stae build` writes: rebuild the "
+                            f"engine") from None
     if not isinstance(data, dict) or not isinstance(data.get("metadata"), dict):
-        raise ArtifactError(f"{path}: not a stae-deploy engine sidecar")
+        raise ArtifactError(f"{path}: not a stae-deploy engine sidecar (expected a JSON object "
+                            f"with 'metadata' and 'build', as `stae build` writes)")
     return ArtifactMetadata.from_props(data["metadata"], str(path)), dict(data.get("build", {}))
 
 
@@ -144,9 +163,9 @@ def check_graph_io(spec: IOSpec, inputs: Sequence[TensorSpec], outputs: Sequence
                                 f"protocol {tensor.dtype}")
         for name in actual_by_name.keys() - declared_names:
             problems.append(f"{kind} '{name}' is in the graph but not in the protocol")
-    if problems:
-        raise SpecMismatchError(f"{source}: the stored state protocol does not match the graph:\n  "
-                                + "\n  ".join(problems))
+    if problems:   # one line: the CLI prints a user error as a single line
+        raise SpecMismatchError(f"{source}: the stored state protocol does not match the graph: "
+                                + "; ".join(problems))
 
 
 def _fmt(shape: Sequence[Any]) -> str:

@@ -38,9 +38,6 @@ class DeviceBuffer:
         self.nbytes = nbytes
         self.ptr = int(cuda_call(cudart().cudaMalloc(nbytes), f"cudaMalloc({nbytes})"))
 
-    def zero_async(self, stream: Any) -> None:
-        cuda_call(cudart().cudaMemsetAsync(self.ptr, 0, self.nbytes, stream), "cudaMemsetAsync")
-
     def free(self) -> None:
         if self.ptr:
             cuda_call(cudart().cudaFree(self.ptr), "cudaFree")
@@ -72,3 +69,37 @@ class PinnedHostArray:
         if self.ptr:
             cuda_call(cudart().cudaFreeHost(self.ptr), "cudaFreeHost")
             self.ptr = 0
+
+
+def copy_device_to_device(target_ptr: int, source_ptr: int, nbytes: int, stream: Any = 0) -> None:
+    """Copy ``nbytes`` between two device addresses, ordered on ``stream`` (0: the legacy
+    default stream, which waits for blocking streams; pass the backend's stream otherwise)."""
+    runtime = cudart()
+    cuda_call(runtime.cudaMemcpyAsync(target_ptr, source_ptr, nbytes,
+                                      runtime.cudaMemcpyKind.cudaMemcpyDeviceToDevice, stream),
+              "cudaMemcpyAsync(device to device)")
+    cuda_call(runtime.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
+
+
+def zero_device(ptr: int, nbytes: int, stream: Any = 0) -> None:
+    """Fill ``nbytes`` at device address ``ptr`` with zeros and wait for it."""
+    runtime = cudart()
+    cuda_call(runtime.cudaMemsetAsync(ptr, 0, nbytes, stream), "cudaMemsetAsync")
+    cuda_call(runtime.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
+
+
+def copy_host_to_device(target_ptr: int, array: np.ndarray) -> None:
+    """Copy a host array's bytes to device address ``target_ptr`` (synchronous)."""
+    runtime = cudart()
+    host = np.ascontiguousarray(array)
+    cuda_call(runtime.cudaMemcpy(target_ptr, host.ctypes.data, host.nbytes,
+                                 runtime.cudaMemcpyKind.cudaMemcpyHostToDevice),
+              "cudaMemcpy(host to device)")
+
+
+def copy_device_to_host(array: np.ndarray, source_ptr: int) -> None:
+    """Fill the contiguous host ``array`` from device address ``source_ptr`` (synchronous)."""
+    runtime = cudart()
+    cuda_call(runtime.cudaMemcpy(array.ctypes.data, source_ptr, array.nbytes,
+                                 runtime.cudaMemcpyKind.cudaMemcpyDeviceToHost),
+              "cudaMemcpy(device to host)")

@@ -7,19 +7,23 @@ parity checks drive it against the reference. Torch-free.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Sequence, cast
 
 import numpy as np
 import onnxruntime as ort
 
-from runtime.artifact import ArtifactMetadata, check_graph_io
+from runtime.artifact import ArtifactMetadata, check_graph_io, require_artifact_file
 from runtime.errors import ArtifactError
+from runtime.files import sniff_format
 from runtime.protocol import DYNAMIC_BATCH, TensorSpec
 
 ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int8)": "int8",
               "tensor(uint8)": "uint8", "tensor(int32)": "int32", "tensor(int64)": "int64",
               "tensor(bool)": "bool"}
 
+
+# Every serialized ONNX ModelProto begins with field 1 (ir_version, a varint): the byte 0x08.
+ONNX_FIRST_BYTE = 0x08
 
 SessionConfigurator = Callable[[ort.SessionOptions], None]
 
@@ -37,8 +41,7 @@ def open_session(path: str | Path, providers: Sequence[str] = ("CPUExecutionProv
     :class:`SpecMismatchError` naming the tensor when the stored protocol is not the graph's I/O.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ArtifactError(f"{path}: no such ONNX file")
+    require_artifact_file(path, "ONNX", "an ONNX model from `stae export`")
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
@@ -47,8 +50,8 @@ def open_session(path: str | Path, providers: Sequence[str] = ("CPUExecutionProv
     try:
         session = ort.InferenceSession(str(path), options, providers=list(providers))
     except Exception as err:  # onnxruntime raises its own exception types for bad files
-        raise ArtifactError(f"{path}: onnxruntime cannot load it (truncated or foreign file?): "
-                            f"{str(err).splitlines()[0]}") from None
+        raise ArtifactError(f"{path}: onnxruntime cannot load it: {_load_failure(path, err)}"
+                            ) from None
     metadata = ArtifactMetadata.from_props(session.get_modelmeta().custom_metadata_map, str(path))
     check_graph_io(metadata.spec, [_spec(a) for a in session.get_inputs()],
                    [_spec(a) for a in session.get_outputs()], str(path))
@@ -76,11 +79,34 @@ class OnnxStepper:
         """
         frame_spec = self.spec.data_inputs[0]
         feed = {frame_spec.name: frame.astype(frame_spec.dtype, copy=False), **state}
-        outputs = dict(zip(self._output_names, self.session.run(self._output_names, feed)))
+        results = cast("list[np.ndarray]", self.session.run(self._output_names, feed))
+        outputs = dict(zip(self._output_names, results))
         next_state = {p.input.name: outputs[p.output.name] for p in self.spec.state}
         return outputs[self.spec.data_outputs[0].name], next_state, outputs
 
 
 def _spec(arg: ort.NodeArg) -> TensorSpec:
     dims = tuple(d if isinstance(d, int) else DYNAMIC_BATCH for d in arg.shape)
-    return TensorSpec(arg.name, dims, ORT_DTYPES.get(arg.type, arg.type))
+    return TensorSpec(arg.name, dims, ORT_DTYPES.get(arg.type or "", str(arg.type)))
+
+
+def _load_failure(path: Path, err: Exception) -> str:
+    """Why onnxruntime refused ``path``, in words: a foreign file, a truncated one, or its reason.
+
+    onnxruntime's own text repeats the path and its status code; only its reason is kept.
+    """
+    reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+    reason = reason.split(" failed:", 1)[-1].strip()
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    foreign = sniff_format(path)
+    if foreign is not None:
+        return (f"it looks like {foreign}, not an ONNX model (expected an ONNX model from "
+                f"`stae export`)")
+    if head[:1] != bytes([ONNX_FIRST_BYTE]):
+        return (f"it is not an ONNX model (it begins with bytes {head.hex(' ')}, an ONNX model "
+                f"with {ONNX_FIRST_BYTE:02x}); expected an ONNX model from `stae export`")
+    if "INVALID_PROTOBUF" in str(err) or type(err).__name__ == "InvalidProtobuf":
+        return (f"it begins like an ONNX model but does not parse ({path.stat().st_size} bytes): "
+                f"truncated or corrupt; copy or export it again")
+    return f"{reason} (onnxruntime {ort.__version__})"

@@ -1,9 +1,14 @@
-"""The streaming loop behind ``stae run``: source -> preprocess -> predict -> compose -> sinks.
+"""The streaming loop behind ``stae run``: sources -> preprocess -> one batched predict -> compose
+-> sinks, for one camera or several sharing one model.
 
-Per step it measures preprocess / infer / postprocess time and capture-to-prediction latency
-(ms), the PSNR of the previous step's prediction against the frame that actually came (and of
-copy-last-frame, the baseline), and it counts dropped frames, state resets and NaN/Inf events.
-The video shows, per frame, actual | predicted (made one step earlier) | error heat-map.
+Each step takes the newest frame of every source that has one (waiting at most
+``batch_timeout_ms`` for the rest, like DeepStream's stream muxer) and runs those streams as one
+batched step; a source without a new frame sits the step out and its state does not advance.
+Per stream and step it measures preprocess / infer / postprocess time and capture-to-prediction
+latency (ms), the PSNR of the previous step's prediction against the frame that actually came (and
+of copy-last-frame, the baseline), and it counts dropped frames, state resets and NaN/Inf events.
+Each stream's video shows, per frame, actual | predicted (made one step earlier) | error
+heat-map. A source that fails for good ends its own stream; the others go on.
 """
 from __future__ import annotations
 
@@ -12,26 +17,30 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Sequence, TextIO
 
 import cv2
 import numpy as np
 
-from runtime.errors import NonFiniteStateError
+from runtime.errors import ConfigError, NonFiniteStateError, SourceError
+from runtime.files import partial_path
 from runtime.frames import bgr_to_model_frame, model_frame_to_bgr
 from runtime.media import VideoFileWriter, side_by_side
 from runtime.metrics import psnr_db
-from runtime.predictor import Predictor
-from runtime.sources import FrameGrabber
+from runtime.predictor import Predictor, Stream
+from runtime.sources import FrameEvent, FrameGrabber
 
 HEATMAP_GAIN = 4.0   # |error| in [0, 1] x gain -> colour map
+POLL_INTERVAL_S = 0.0005
 
 
 @dataclass(frozen=True)
 class RunOptions:
-    """horizon: frames forecast per step (1 = next frame only). max_frames: stop after N frames.
-    video/metrics: output paths (None = not written). show: an OpenCV window. output_fps: frame
-    rate of the written video."""
+    """horizon: frames forecast per step (1 = next frame only). max_frames: stop a stream after
+    N frames. video/metrics: output paths of a single stream (None = not written). show: an
+    OpenCV window. output_fps: frame rate of the written video. batch_timeout_ms: how long a step
+    waits for the other sources once one has a frame. frame_timeout_s: a source with no frame
+    for this long has failed."""
 
     horizon: int = 1
     max_frames: int | None = None
@@ -39,6 +48,25 @@ class RunOptions:
     metrics: Path | None = None
     show: bool = False
     output_fps: float = 25.0
+    batch_timeout_ms: float = 10.0
+    frame_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.horizon < 1:
+            raise ConfigError(f"horizon: expected >= 1, got {self.horizon}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ConfigError(f"max_frames: expected >= 1, got {self.max_frames}")
+        if self.batch_timeout_ms < 0 or self.frame_timeout_s <= 0:
+            raise ConfigError(f"batch_timeout_ms/frame_timeout_s: expected >= 0 and > 0, got "
+                              f"{self.batch_timeout_ms} and {self.frame_timeout_s}")
+
+
+@dataclass(frozen=True)
+class StreamOutputs:
+    """Where one stream's video and per-step metrics (JSON lines) go (None = not written)."""
+
+    video: Path | None = None
+    metrics: Path | None = None
 
 
 @dataclass
@@ -52,6 +80,7 @@ class RunSummary:
     psnr_db: list[float] = field(default_factory=list)
     copy_last_psnr_db: list[float] = field(default_factory=list)
     wall_s: float = 0.0
+    error: str | None = None            # why the source ended early (None: it ended normally)
 
     def to_dict(self) -> dict[str, Any]:
         def median(values: list[float]) -> float | None:
@@ -66,7 +95,23 @@ class RunSummary:
                 "psnr_db_mean": round(float(np.mean(self.psnr_db)), 3) if self.psnr_db else None,
                 "copy_last_psnr_db_mean": round(float(np.mean(self.copy_last_psnr_db)), 3)
                 if self.copy_last_psnr_db else None,
-                "fps": round(self.steps / self.wall_s, 2) if self.wall_s else None}
+                "fps": round(self.steps / self.wall_s, 2) if self.wall_s else None,
+                **({"error": self.error} if self.error else {})}
+
+
+@dataclass
+class Throughput:
+    """All streams together: frames predicted, batched runs, wall time (s)."""
+
+    frames: int = 0
+    runs: int = 0
+    wall_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"frames": self.frames, "batched_steps": self.runs,
+                "mean_batch": round(self.frames / self.runs, 2) if self.runs else None,
+                "frames_per_s": round(self.frames / self.wall_s, 2) if self.wall_s else None,
+                "wall_s": round(self.wall_s, 2)}
 
 
 def error_heatmap(predicted: np.ndarray, actual: np.ndarray) -> np.ndarray:
@@ -75,73 +120,187 @@ def error_heatmap(predicted: np.ndarray, actual: np.ndarray) -> np.ndarray:
     return cv2.applyColorMap((np.clip(error, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_INFERNO)
 
 
+class JsonLinesWriter:
+    """Per-step records as JSON lines, written under the file's partial name and renamed to the
+    final name by :meth:`close` (same policy as :class:`runtime.media.VideoFileWriter`: a killed
+    run leaves only the partial name; :meth:`abort` keeps what was written under it)."""
+
+    def __init__(self, path: Path):
+        self.path, self.partial_path = path, partial_path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: TextIO | None = open(self.partial_path, "w")
+
+    def write(self, record: dict[str, Any]) -> None:
+        assert self._file is not None
+        self._file.write(json.dumps(record) + "\n")
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            self.partial_path.replace(self.path)
+
+    def abort(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class _StreamLoop:
+    """One source's share of the loop: its grabber, its model stream, metrics and sinks."""
+
+    def __init__(self, index: int, grabber: FrameGrabber, stream: Stream,
+                 outputs: StreamOutputs, options: RunOptions):
+        self.index, self.grabber, self.stream, self.options = index, grabber, stream, options
+        self.summary = RunSummary()
+        self.done = False
+        self.previous_prediction: np.ndarray | None = None
+        self.previous_frame: np.ndarray | None = None
+        self.last_frame_at = time.perf_counter()
+        self.video = VideoFileWriter(outputs.video, options.output_fps) if outputs.video else None
+        self.metrics = JsonLinesWriter(outputs.metrics) if outputs.metrics else None
+
+    def poll(self, now: float) -> FrameEvent | None:
+        """The source's newest frame, or None; marks the stream done at its end or failure."""
+        if self.options.max_frames is not None and self.summary.steps >= self.options.max_frames:
+            self.done = True
+            return None
+        try:
+            event = self.grabber.poll()
+            if event is None and not self.grabber.finished \
+                    and now - self.last_frame_at > self.options.frame_timeout_s:
+                raise SourceError(f"{self.grabber.config.uri}: no frame for "
+                                  f"{self.options.frame_timeout_s:.0f} s")
+        except SourceError as err:
+            self.summary.error, self.done = str(err), True
+            return None
+        self.done = self.grabber.finished
+        if event is not None:
+            self.last_frame_at = now
+            if event.reset:
+                self.stream.reset()
+                self.summary.resets += 1
+                self.previous_prediction = self.previous_frame = None
+        return event
+
+    def record(self, event: FrameEvent, frame: np.ndarray,
+               result: np.ndarray | NonFiniteStateError, times: tuple[float, float, float],
+               log: Callable[[str], None]) -> dict[str, Any]:
+        """Score the previous prediction against ``frame``, write the sinks, update the summary."""
+        t0, t1, t2 = times
+        summary, options = self.summary, self.options
+        nonfinite = isinstance(result, NonFiniteStateError)
+        if nonfinite:
+            log(f"warning: stream {self.index}: {result}")
+            summary.nonfinite_resets += 1
+        record: dict[str, Any] = {"step": summary.steps + 1, "source_frame": event.index,
+                                  "reset": event.reset, "nonfinite": nonfinite}
+        if self.previous_prediction is not None and self.previous_frame is not None:
+            summary.psnr_db.append(psnr_db(np.clip(self.previous_prediction, 0, 1), frame))
+            summary.copy_last_psnr_db.append(psnr_db(self.previous_frame, frame))
+            record.update(psnr_db=round(summary.psnr_db[-1], 3),
+                          copy_last_psnr_db=round(summary.copy_last_psnr_db[-1], 3))
+            if self.video is not None or options.show:      # compose only for a sink
+                panel = side_by_side([
+                    ("actual", model_frame_to_bgr(frame)),
+                    ("predicted", model_frame_to_bgr(self.previous_prediction)),
+                    (f"|error| x{HEATMAP_GAIN:g}", error_heatmap(self.previous_prediction, frame))])
+                if self.video is not None:
+                    self.video.write(panel)
+                if options.show:
+                    cv2.imshow(f"stae run: stream {self.index}", panel)
+                    cv2.waitKey(1)
+        self.previous_prediction = None if isinstance(result, NonFiniteStateError) else result[0]
+        self.previous_frame = frame
+        t3 = time.perf_counter()
+        summary.steps += 1
+        summary.dropped_frames = self.grabber.dropped
+        summary.infer_ms.append((t2 - t1) * 1e3)
+        summary.latency_ms.append((t2 - event.captured_at) * 1e3)
+        record.update(preprocess_ms=round((t1 - t0) * 1e3, 3), infer_ms=round((t2 - t1) * 1e3, 3),
+                      postprocess_ms=round((t3 - t2) * 1e3, 3),
+                      capture_to_prediction_ms=round(summary.latency_ms[-1], 3),
+                      dropped_frames=self.grabber.dropped)
+        if self.metrics is not None:
+            self.metrics.write(record)
+        return record
+
+    def close(self, completed: bool) -> None:
+        """Give the outputs their final names (``completed``), or keep them partial."""
+        for sink in (self.video, self.metrics):
+            if sink is not None:
+                sink.close() if completed else sink.abort()
+
+
+def run_streams(predictor: Predictor, grabbers: Sequence[FrameGrabber], options: RunOptions,
+                outputs: Sequence[StreamOutputs] | None = None,
+                on_step: Callable[[int, RunSummary, dict[str, Any]], None] | None = None,
+                log: Callable[[str], None] = print) -> tuple[list[RunSummary], Throughput]:
+    """Drive ``predictor`` over every grabber until each source ends, fails or reaches
+    ``max_frames`` (or Ctrl-C). ``outputs[i]`` are stream i's sinks. Returns one summary per
+    stream (a failed source's ``error`` says why) and the combined throughput."""
+    outputs = list(outputs) if outputs is not None else [StreamOutputs() for _ in grabbers]
+    if len(outputs) != len(grabbers):
+        raise ConfigError(f"outputs: {len(outputs)} for {len(grabbers)} sources")
+    loops = [_StreamLoop(i, g, predictor.new_stream(), o, options)
+             for i, (g, o) in enumerate(zip(grabbers, outputs))]
+    throughput, start, completed = Throughput(), time.perf_counter(), False
+    try:
+        while True:
+            batch = _gather(loops, options.batch_timeout_ms / 1e3)
+            if not batch:
+                break
+            t0 = time.perf_counter()
+            frames = [bgr_to_model_frame(event.frame, predictor.frame_hw) for _, event in batch]
+            t1 = time.perf_counter()
+            results = predictor.step_many([loop.stream for loop, _ in batch], frames,
+                                          options.horizon)
+            t2 = time.perf_counter()
+            throughput.frames += len(batch)
+            throughput.runs += 1
+            for (loop, event), frame, result in zip(batch, frames, results):
+                record = loop.record(event, frame, result, (t0, t1, t2), log)
+                if on_step is not None:
+                    on_step(loop.index, loop.summary, record)
+        completed = True
+    except KeyboardInterrupt:          # how a camera run normally ends: keep what was written
+        log("interrupted: closing the outputs")
+        completed = True
+    finally:
+        throughput.wall_s = time.perf_counter() - start
+        for loop in loops:
+            loop.summary.wall_s = throughput.wall_s
+            loop.close(completed)
+    return [loop.summary for loop in loops], throughput
+
+
+def _gather(loops: list[_StreamLoop], timeout_s: float) -> list[tuple[_StreamLoop, FrameEvent]]:
+    """The next batch: a new frame from every live source, or from those that have one once
+    ``timeout_s`` has passed since the first arrived. Empty when every source is done."""
+    batch: dict[int, FrameEvent] = {}
+    first_at: float | None = None
+    while True:
+        now = time.perf_counter()
+        for loop in loops:
+            if not loop.done and loop.index not in batch:
+                event = loop.poll(now)
+                if event is not None:
+                    batch[loop.index] = event
+                    first_at = now if first_at is None else first_at
+        waiting = [loop for loop in loops if not loop.done and loop.index not in batch]
+        if not waiting or (first_at is not None and now - first_at >= timeout_s):
+            return [(loops[i], batch[i]) for i in sorted(batch)]
+        time.sleep(POLL_INTERVAL_S)
+
+
 def run_stream(predictor: Predictor, grabber: FrameGrabber, options: RunOptions,
                on_step: Callable[[RunSummary, dict[str, Any]], None] | None = None,
                log: Callable[[str], None] = print) -> RunSummary:
-    """Drive ``predictor`` over ``grabber`` until the source ends or ``max_frames``."""
-    summary, stream = RunSummary(), predictor.new_stream()
-    previous_prediction: np.ndarray | None = None
-    previous_frame: np.ndarray | None = None
-    metrics_file: TextIO | None = open(options.metrics, "w") if options.metrics else None
-    video = VideoFileWriter(options.video, options.output_fps) if options.video else None
-    start = time.perf_counter()
-    try:
-        while options.max_frames is None or summary.steps < options.max_frames:
-            event = grabber.read()
-            if event is None:
-                break
-            if event.reset:
-                stream.reset()
-                summary.resets += 1
-                previous_prediction = previous_frame = None
-            t0 = time.perf_counter()
-            frame = bgr_to_model_frame(event.frame, predictor.frame_hw)          # (3, H, W)
-            t1 = time.perf_counter()
-            nonfinite = False
-            try:
-                forecast = predictor.step(stream, frame, horizon=options.horizon)  # (K, 3, H, W)
-            except NonFiniteStateError as err:
-                log(f"warning: {err}")
-                forecast, nonfinite = None, True
-                summary.nonfinite_resets += 1
-            t2 = time.perf_counter()
-            record: dict[str, Any] = {"step": summary.steps + 1, "source_frame": event.index,
-                                      "reset": event.reset, "nonfinite": nonfinite}
-            if previous_prediction is not None and previous_frame is not None:
-                summary.psnr_db.append(psnr_db(np.clip(previous_prediction, 0, 1), frame))
-                summary.copy_last_psnr_db.append(psnr_db(previous_frame, frame))
-                record.update(psnr_db=round(summary.psnr_db[-1], 3),
-                              copy_last_psnr_db=round(summary.copy_last_psnr_db[-1], 3))
-                if video is not None or options.show:      # compose only for a sink
-                    panel = side_by_side([
-                        ("actual", model_frame_to_bgr(frame)),
-                        ("predicted", model_frame_to_bgr(previous_prediction)),
-                        (f"|error| x{HEATMAP_GAIN:g}", error_heatmap(previous_prediction, frame))])
-                    if video is not None:
-                        video.write(panel)
-                    if options.show:
-                        cv2.imshow("stae run", panel)
-                        cv2.waitKey(1)
-            previous_prediction = None if forecast is None else forecast[0]
-            previous_frame = frame
-            t3 = time.perf_counter()
-            summary.steps += 1
-            summary.dropped_frames = grabber.dropped
-            summary.infer_ms.append((t2 - t1) * 1e3)
-            summary.latency_ms.append((t2 - event.captured_at) * 1e3)
-            record.update(preprocess_ms=round((t1 - t0) * 1e3, 3),
-                          infer_ms=round((t2 - t1) * 1e3, 3),
-                          postprocess_ms=round((t3 - t2) * 1e3, 3),
-                          capture_to_prediction_ms=round(summary.latency_ms[-1], 3),
-                          dropped_frames=grabber.dropped)
-            if metrics_file is not None:
-                metrics_file.write(json.dumps(record) + "\n")
-            if on_step is not None:
-                on_step(summary, record)
-    finally:
-        summary.wall_s = time.perf_counter() - start
-        if metrics_file is not None:
-            metrics_file.close()
-        if video is not None:
-            video.close()
+    """One source: :func:`run_streams` with ``options.video``/``options.metrics`` as its sinks.
+    Raises :class:`SourceError` if the source failed (after closing the outputs)."""
+    [summary], _ = run_streams(
+        predictor, [grabber], options, [StreamOutputs(options.video, options.metrics)],
+        on_step=None if on_step is None else (lambda _, s, r: on_step(s, r)), log=log)
+    if summary.error is not None:
+        raise SourceError(summary.error)
     return summary

@@ -1,6 +1,8 @@
 """Shared fixtures: seeded reference models and real footage (fetched once, then cached)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -65,6 +67,26 @@ def small_onnx_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("export") / "small.onnx"
     export_onnx(model, path, random_provenance(model))
     return path, model
+
+
+DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "stae_ref/checkpoints/demo/stae_demo.pt"
+
+
+@pytest.fixture(scope="session")
+def demo_dynamic_onnx_path(tmp_path_factory) -> Path:
+    """The committed demo checkpoint (128x128) exported with a dynamic batch axis: the model
+    several camera streams share."""
+    from export.to_onnx import export_onnx
+    from runtime.files import sha256_file
+    from stae_ref.checkpoint import load_checkpoint, weights_sha256
+
+    model, _ = load_checkpoint(DEMO_CHECKPOINT)
+    path = tmp_path_factory.mktemp("export") / "demo_dynamic.onnx"
+    export_onnx(model.eval(), path, {"checkpoint": str(DEMO_CHECKPOINT),
+                                     "checkpoint_sha256": sha256_file(DEMO_CHECKPOINT),
+                                     "weights_sha256": weights_sha256(model)},
+                dynamic_batch=True)
+    return path
 
 
 def tensorrt_available() -> bool:

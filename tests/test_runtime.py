@@ -90,14 +90,26 @@ def test_nan_is_caught_the_stream_reset_and_counted(small_onnx_path, carphone_64
     predictor = Predictor.load(small_onnx_path[0])
     stream, fresh = predictor.new_stream(), predictor.new_stream()
     predictor.step(stream, carphone_64[0])
-    poisoned = carphone_64[1].copy()
-    poisoned[0, 10, 10] = np.nan
+    poisoned = stream.state()
+    poisoned["hidden"].flat[123] = np.nan               # a NaN that got into the state
+    stream.load_state(poisoned)
     with pytest.raises(NonFiniteStateError, match=r"step 2: .*NaN/Inf; the stream's state was reset "
                                                   r"\(1 such reset"):
-        predictor.step(stream, poisoned)
+        predictor.step(stream, carphone_64[1])
     assert stream.nonfinite_resets == 1 and stream.steps == 0
     np.testing.assert_array_equal(predictor.step(stream, carphone_64[2]),
                                   predictor.step(fresh, carphone_64[2]))
+
+
+def test_a_nan_frame_is_refused_before_the_state_advances(small_onnx_path, carphone_64):
+    predictor = Predictor.load(small_onnx_path[0])
+    stream = predictor.new_stream()
+    poisoned = carphone_64[1].copy()
+    poisoned[0, 10, 10] = np.nan
+    with pytest.raises(FrameFormatError, match=r"tensor 'frame': values span \[nan, nan\], "
+                                               r"expected finite values in \[0, 1\]"):
+        predictor.step(stream, poisoned)
+    assert stream.steps == 0 and all(np.all(v == 0) for v in stream.state().values())
 
 
 def test_artifacts_that_lie_are_refused(small_onnx_path, tmp_path):
@@ -133,15 +145,24 @@ class SlowBackend(Backend):
     def __init__(self, inner: Backend, delay_s: float):
         self.inner, self.metadata, self.delay_s = inner, inner.metadata, delay_s
 
-    def new_state_set(self):
-        return self.inner.new_state_set()
+    def new_state_set(self, batch=1):
+        return self.inner.new_state_set(batch)
 
-    def zero(self, state):
-        self.inner.zero(state)
+    def zero(self, state, row=None):
+        self.inner.zero(state, row)
 
-    def run(self, frame, inputs, outputs):
+    def copy_row(self, source, source_row, target, target_row):
+        self.inner.copy_row(source, source_row, target, target_row)
+
+    def read_row(self, state, row):
+        return self.inner.read_row(state, row)
+
+    def write_row(self, state, row, values):
+        self.inner.write_row(state, row, values)
+
+    def run(self, frames, inputs, outputs):
         time.sleep(self.delay_s)
-        return self.inner.run(frame, inputs, outputs)
+        return self.inner.run(frames, inputs, outputs)
 
 
 def test_a_slow_step_drops_stale_frames_instead_of_lagging(small_onnx_path):
@@ -224,7 +245,7 @@ def test_rtsp_with_nothing_listening_retries_then_fails_clearly(small_onnx_path,
                  "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "cannot be opened; reconnecting (up to 2 attempts)" in err
-    assert f"{url}: the source disappeared after frame 0 and did not come back after 2" in err
+    assert f"{url}: could not be opened after 2 reconnect attempts (last: " in err
     assert "Traceback" not in err
 
 

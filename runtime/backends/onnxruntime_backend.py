@@ -1,21 +1,26 @@
 """onnxruntime backend: IOBinding with OrtValues on the session's device, ping-pong state sets.
 
-Each state set is a dict of OrtValues allocated on the session's device (CPU, or CUDA for the
-CUDA and TensorRT execution providers); a step binds one set as inputs and another as outputs,
-so the state never leaves the device. Bindings are built once per (inputs, outputs) pair and
-reused. The frame and prediction have one persistent OrtValue each.
+Each state set is a dict of OrtValues (one per state input name, ``batch`` rows each) allocated
+on the session's device (CPU, or CUDA for the CUDA and TensorRT execution providers); a step
+binds one set as inputs and another as outputs, so the state never leaves the device. Bindings
+are built once per (inputs, outputs) pair and reused. Frames and predictions have one persistent
+OrtValue per batch size. On the CPU an OrtValue wraps a numpy array without a copy, so rows move
+with numpy; on CUDA they move with device-to-device copies at the OrtValue's address.
 """
 from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import onnxruntime as ort
 
 from runtime.backends.base import Backend, StateSet
+from runtime.cuda import copy_device_to_device, copy_device_to_host, copy_host_to_device, zero_device
 from runtime.errors import ConfigError
 from runtime.onnx_session import open_session
+from runtime.protocol import TensorSpec
 
 PROVIDERS = {
     "cpu": (["CPUExecutionProvider"], "cpu"),
@@ -26,12 +31,16 @@ PROVIDERS = {
 
 
 class OrtStateSet:
-    """OrtValues (one per state input name) plus the bindings that read them as inputs."""
+    """OrtValues keyed by state input name (``batch`` rows each), the host arrays behind them on
+    the CPU, and the bindings that read this set as inputs."""
 
     _ids = itertools.count()
 
-    def __init__(self, values: dict[str, ort.OrtValue]):
+    def __init__(self, batch: int, values: dict[str, ort.OrtValue],
+                 arrays: dict[str, np.ndarray] | None):
+        self.batch = batch
         self.values = values
+        self.arrays = arrays                         # CPU only: the memory of ``values``
         self.key = next(self._ids)
         self.bindings: dict[int, ort.IOBinding] = {}   # output set key -> binding
 
@@ -50,35 +59,88 @@ class OnnxRuntimeBackend(Backend):
         self.session, self.metadata = open_session(path, providers, threads)
         spec = self.metadata.spec
         self._frame_spec, self._prediction_spec = spec.data_inputs[0], spec.data_outputs[0]
-        self._frame = self._empty(self._frame_spec.concrete_shape(1), self._frame_spec.dtype)
-        self._prediction = self._empty(self._prediction_spec.concrete_shape(1),
-                                       self._prediction_spec.dtype)
+        self._io: dict[int, tuple[ort.OrtValue, ort.OrtValue]] = {}   # batch -> frame, prediction
 
-    def new_state_set(self) -> StateSet:
-        return OrtStateSet({p.input.name: self._empty(p.input.concrete_shape(1), p.input.dtype)
-                            for p in self.metadata.spec.state})
+    def new_state_set(self, batch: int = 1) -> StateSet:
+        tensors = [p.input for p in self.metadata.spec.state]
+        if self.device == "cpu":
+            arrays = {t.name: np.zeros(t.concrete_shape(batch), dtype=t.dtype) for t in tensors}
+            return OrtStateSet(batch, {name: ort.OrtValue.ortvalue_from_numpy(array)
+                                       for name, array in arrays.items()}, arrays)
+        return OrtStateSet(batch, {t.name: self._empty(t, batch) for t in tensors}, None)
 
-    def zero(self, state: StateSet) -> None:
+    def zero(self, state: StateSet, row: int | None = None) -> None:
+        rows = slice(None) if row is None else slice(row, row + 1)
+        for name, value in state.values.items():
+            if state.arrays is not None:
+                state.arrays[name][rows] = 0
+            else:
+                row_bytes, count = self._row_bytes(name), state.batch if row is None else 1
+                zero_device(value.data_ptr() + (row or 0) * row_bytes, count * row_bytes)
+
+    def copy_row(self, source: StateSet, source_row: int, target: StateSet,
+                 target_row: int) -> None:
+        for name in source.values:
+            if source.arrays is not None and target.arrays is not None:
+                target.arrays[name][target_row] = source.arrays[name][source_row]
+            else:
+                row_bytes = self._row_bytes(name)
+                copy_device_to_device(target.values[name].data_ptr() + target_row * row_bytes,
+                                      source.values[name].data_ptr() + source_row * row_bytes,
+                                      row_bytes)
+
+    def read_row(self, state: StateSet, row: int) -> dict[str, np.ndarray]:
+        host: dict[str, np.ndarray] = {}
         for pair in self.metadata.spec.state:
-            state.values[pair.input.name].update_inplace(
-                np.zeros(pair.input.concrete_shape(1), dtype=pair.input.dtype))
+            name = pair.input.name
+            if state.arrays is not None:
+                host[name] = state.arrays[name][row:row + 1].copy()
+            else:
+                host[name] = np.empty(pair.input.concrete_shape(1), dtype=pair.input.dtype)
+                copy_device_to_host(host[name],
+                                    state.values[name].data_ptr() + row * self._row_bytes(name))
+        return host
 
-    def run(self, frame: np.ndarray, inputs: StateSet, outputs: StateSet) -> np.ndarray:
-        self._frame.update_inplace(frame)
+    def write_row(self, state: StateSet, row: int, values: Mapping[str, np.ndarray]) -> None:
+        for pair in self.metadata.spec.state:
+            name = pair.input.name
+            pair.input.check_array(values[name])
+            if state.arrays is not None:
+                state.arrays[name][row:row + 1] = values[name]
+            else:
+                copy_host_to_device(state.values[name].data_ptr() + row * self._row_bytes(name),
+                                    values[name])
+
+    def run(self, frames: np.ndarray, inputs: StateSet, outputs: StateSet) -> np.ndarray:
+        frame, prediction = self._batch_io(inputs.batch)
+        frame.update_inplace(frames)
         binding = inputs.bindings.get(outputs.key)
         if binding is None:
             binding = inputs.bindings[outputs.key] = self._bind(inputs, outputs)
         self.session.run_with_iobinding(binding)
-        return self._prediction.numpy()
+        return prediction.numpy().copy()      # numpy() is a view the next run overwrites
+
+    def _batch_io(self, batch: int) -> tuple[ort.OrtValue, ort.OrtValue]:
+        """The persistent frame and prediction OrtValues of one batch size."""
+        if batch not in self._io:
+            self._io[batch] = (self._empty(self._frame_spec, batch),
+                               self._empty(self._prediction_spec, batch))
+        return self._io[batch]
 
     def _bind(self, inputs: OrtStateSet, outputs: OrtStateSet) -> ort.IOBinding:
+        frame, prediction = self._batch_io(inputs.batch)
         binding = self.session.io_binding()
-        binding.bind_ortvalue_input(self._frame_spec.name, self._frame)
-        binding.bind_ortvalue_output(self._prediction_spec.name, self._prediction)
+        binding.bind_ortvalue_input(self._frame_spec.name, frame)
+        binding.bind_ortvalue_output(self._prediction_spec.name, prediction)
         for pair in self.metadata.spec.state:
             binding.bind_ortvalue_input(pair.input.name, inputs.values[pair.input.name])
             binding.bind_ortvalue_output(pair.output.name, outputs.values[pair.input.name])
         return binding
 
-    def _empty(self, shape: tuple[int, ...], dtype: str) -> ort.OrtValue:
-        return ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, dtype=dtype), self.device, 0)
+    def _row_bytes(self, name: str) -> int:
+        tensor = self.metadata.spec.tensor(name)
+        return int(np.prod(tensor.per_sample_shape)) * np.dtype(tensor.dtype).itemsize
+
+    def _empty(self, tensor: TensorSpec, batch: int) -> ort.OrtValue:
+        return ort.OrtValue.ortvalue_from_numpy(
+            np.zeros(tensor.concrete_shape(batch), dtype=tensor.dtype), self.device, 0)

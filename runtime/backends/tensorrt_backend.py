@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
-from runtime.artifact import check_graph_io, read_engine_sidecar
+from runtime.artifact import check_graph_io, read_engine_sidecar, require_artifact_file
 from runtime.backends.base import Backend, StateSet
-from runtime.cuda import DeviceBuffer, PinnedHostArray, cuda_call, cudart
-from runtime.errors import ArtifactError, TensorRTUnavailableError
+from runtime.cuda import (DeviceBuffer, PinnedHostArray, copy_device_to_device, copy_device_to_host,
+                          copy_host_to_device, cuda_call, cudart, zero_device)
+from runtime.errors import ArtifactError, ConfigError, TensorRTUnavailableError
 from runtime.files import sha256_file
 from runtime.protocol import DYNAMIC_BATCH, TensorSpec
 
@@ -37,11 +38,12 @@ def require_tensorrt() -> None:
 
 
 class TrtStateSet:
-    """One device buffer per state input name."""
+    """One device buffer per state input name, ``batch`` rows each."""
 
     _ids = itertools.count()
 
-    def __init__(self, buffers: dict[str, DeviceBuffer]):
+    def __init__(self, batch: int, buffers: dict[str, DeviceBuffer]):
+        self.batch = batch
         self.buffers = buffers
         self.key = next(self._ids)
 
@@ -51,12 +53,17 @@ class TensorRTBackend(Backend):
 
     def __init__(self, path: str | Path, cuda_graphs: bool = False):
         path = Path(path)
-        if not path.is_file():
-            raise ArtifactError(f"{path}: no such engine file")
+        require_artifact_file(path, "engine", "a TensorRT engine from `stae build`")
         self.metadata, build = read_engine_sidecar(path)
-        if build.get("engine_sha256") and sha256_file(path) != build["engine_sha256"]:
+        # Checked before TensorRT is needed: a wrong engine is refused on any machine.
+        recorded, actual = build.get("engine_sha256"), sha256_file(path)
+        if not isinstance(recorded, str) or not recorded:
+            raise ArtifactError(f"{path}: its sidecar records no engine_sha256, so the engine "
+                                f"cannot be verified; rebuild it with `stae build`")
+        if actual != recorded:
             raise ArtifactError(f"{path}: its sha256 differs from the one its sidecar recorded "
-                                f"at build time (truncated, or replaced by another engine)")
+                                f"at build time ({actual[:12]}... vs {recorded[:12]}...; "
+                                f"truncated, or replaced by another engine)")
         require_tensorrt()
         import tensorrt as trt
 
@@ -77,32 +84,71 @@ class TensorRTBackend(Backend):
                        [specs[n] for n in names if not is_input[n]], str(path))
         self._context = engine.create_execution_context()
         spec = self.metadata.spec
-        for tensor in spec.inputs:
-            self._context.set_input_shape(tensor.name, tensor.concrete_shape(1))
+        static_batch = self.metadata.spec.batch
+        self._max_batch = int(build.get("build_config", {}).get("max_batch", 1)) \
+            if static_batch == DYNAMIC_BATCH else int(static_batch)
+        self._batch = 0                               # the batch the context's shapes are set for
         self._stream = cuda_call(cudart().cudaStreamCreate(), "cudaStreamCreate")
         frame_spec, prediction_spec = spec.data_inputs[0], spec.data_outputs[0]
         self._frame_name, self._prediction_name = frame_spec.name, prediction_spec.name
-        self._frame_host = PinnedHostArray(frame_spec.concrete_shape(1), frame_spec.dtype)
-        self._prediction_host = PinnedHostArray(prediction_spec.concrete_shape(1),
+        self._frame_host = PinnedHostArray(frame_spec.concrete_shape(self._max_batch),
+                                           frame_spec.dtype)
+        self._prediction_host = PinnedHostArray(prediction_spec.concrete_shape(self._max_batch),
                                                 prediction_spec.dtype)
         self._frame_device = DeviceBuffer(self._frame_host.nbytes)
         self._prediction_device = DeviceBuffer(self._prediction_host.nbytes)
         self._cuda_graphs = cuda_graphs
         self._graphs: dict[tuple[int, int], Any] = {}
 
-    def new_state_set(self) -> StateSet:
-        state = TrtStateSet({p.input.name: DeviceBuffer(_nbytes(p.input))
-                             for p in self.metadata.spec.state})
+    @property
+    def max_batch(self) -> int | None:
+        return self._max_batch
+
+    def new_state_set(self, batch: int = 1) -> StateSet:
+        if not 1 <= batch <= self._max_batch:
+            raise ConfigError(f"batch {batch}: this engine takes 1 to {self._max_batch} streams "
+                              f"per step (rebuild with `stae build --max-batch N`)")
+        state = TrtStateSet(batch, {p.input.name: DeviceBuffer(batch * _row_bytes(p.input))
+                                    for p in self.metadata.spec.state})
         self.zero(state)
         return state
 
-    def zero(self, state: StateSet) -> None:
-        for buffer in state.buffers.values():
-            buffer.zero_async(self._stream)
-        cuda_call(cudart().cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
+    def zero(self, state: StateSet, row: int | None = None) -> None:
+        for pair in self.metadata.spec.state:
+            row_bytes = _row_bytes(pair.input)
+            zero_device(state.buffers[pair.input.name].ptr + (row or 0) * row_bytes,
+                        row_bytes * (state.batch if row is None else 1), self._stream)
 
-    def run(self, frame: np.ndarray, inputs: StateSet, outputs: StateSet) -> np.ndarray:
-        np.copyto(self._frame_host.array, frame)
+    def copy_row(self, source: StateSet, source_row: int, target: StateSet,
+                 target_row: int) -> None:
+        for pair in self.metadata.spec.state:
+            name, row_bytes = pair.input.name, _row_bytes(pair.input)
+            copy_device_to_device(target.buffers[name].ptr + target_row * row_bytes,
+                                  source.buffers[name].ptr + source_row * row_bytes, row_bytes,
+                                  self._stream)
+
+    def read_row(self, state: StateSet, row: int) -> dict[str, np.ndarray]:
+        host: dict[str, np.ndarray] = {}
+        for pair in self.metadata.spec.state:
+            name = pair.input.name
+            host[name] = np.empty(pair.input.concrete_shape(1), dtype=pair.input.dtype)
+            copy_device_to_host(host[name], state.buffers[name].ptr + row * _row_bytes(pair.input))
+        return host
+
+    def write_row(self, state: StateSet, row: int, values: Mapping[str, np.ndarray]) -> None:
+        for pair in self.metadata.spec.state:
+            name = pair.input.name
+            pair.input.check_array(values[name])
+            copy_host_to_device(state.buffers[name].ptr + row * _row_bytes(pair.input),
+                                values[name])
+
+    def run(self, frames: np.ndarray, inputs: StateSet, outputs: StateSet) -> np.ndarray:
+        batch = inputs.batch
+        if batch != self._batch:
+            for tensor in self.metadata.spec.inputs:
+                self._context.set_input_shape(tensor.name, tensor.concrete_shape(batch))
+            self._batch = batch
+        np.copyto(self._frame_host.array[:batch], frames)
         self._frame_host.copy_to_device_async(self._frame_device, self._stream)
         self._bind(inputs, outputs)
         if self._cuda_graphs:
@@ -111,7 +157,7 @@ class TensorRTBackend(Backend):
             raise ArtifactError("TensorRT execute_async_v3 failed (see the TensorRT log)")
         self._prediction_host.copy_from_device_async(self._prediction_device, self._stream)
         cuda_call(cudart().cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
-        return self._prediction_host.array.copy()
+        return self._prediction_host.array[:batch].copy()
 
     def _bind(self, inputs: TrtStateSet, outputs: TrtStateSet) -> None:
         context = self._context
@@ -140,6 +186,10 @@ class TensorRTBackend(Backend):
             return
         cuda_call(runtime.cudaGraphLaunch(graph_exec, self._stream), "cudaGraphLaunch")
 
+    def release(self, state: StateSet) -> None:
+        for buffer in state.buffers.values():
+            buffer.free()
+
     def close(self) -> None:
         for buffer in (self._frame_device, self._prediction_device):
             buffer.free()
@@ -147,8 +197,9 @@ class TensorRTBackend(Backend):
             host.free()
 
 
-def _nbytes(tensor: TensorSpec) -> int:
-    return int(np.prod(tensor.concrete_shape(1))) * np.dtype(tensor.dtype).itemsize
+def _row_bytes(tensor: TensorSpec) -> int:
+    """Bytes of one stream's slice (one batch row) of ``tensor``."""
+    return int(np.prod(tensor.per_sample_shape)) * np.dtype(tensor.dtype).itemsize
 
 
 def _dtype_name(trt: Any, dtype: Any) -> str:
