@@ -35,6 +35,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sensitivity": ("calibration.sensitivity",
                     "INT8 cost of each node group, one at a time (justifies the exclusions)"),
     "build": ("export.build_engine", "TensorRT engine (strongly typed) + sidecar from an ONNX"),
+    "triton": ("export.triton", "NVIDIA Triton model repository (sequence batcher, implicit "
+                                "state) from a dynamic-batch ONNX or its engine"),
     "bench": ("export.bench", "per-step latency, GFLOP/s and peak memory of every backend, "
                               "interleaved in one run"),
     "run": ("runtime.cli_run", "predict the next frames of a camera, stream or video file"),

@@ -1,0 +1,588 @@
+"""Write an NVIDIA Triton model repository for a dynamic-batch STAE artifact.
+
+    stae triton MODEL.onnx|MODEL.engine -o model_repository/ [--max-batch 8] [--force] ...
+
+Writes ``<out>/<name>/config.pbtxt``, ``<out>/<name>/1/model.onnx`` (or ``model.plan``),
+``<out>/<name>/README.md`` and ``<out>/<name>/client_example.py``. Triton's sequence batcher keeps
+each stream's recurrent state on the server (implicit state, DESIGN_BRIEF §6); the config's
+``state`` entries come from the protocol stored in the artifact, never re-typed.
+
+* An ONNX source gets a Triton copy with the sequence controls as real inputs
+  (``export.triton_graph``). An engine cannot be rewritten: it must have been built (``stae
+  build``) from a ``model.onnx`` this command wrote, which its sidecar says.
+* Triton pairs state inputs with outputs by sorted name (``export.triton_graph``); a protocol
+  whose names mispair is refused, or renamed with ``--rename-states`` (ONNX sources only).
+* The model directory is assembled beside the repository and renamed into it at the end, so a
+  killed run never leaves a half-written model that Triton would try to load.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import string
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from export.onnx_graph import load_model, save_model, verified_metadata
+from export.triton_graph import (CONTROL_INPUTS, CORRID, CORRID_OUT, END, NOTE_CONTROLS, READY,
+                                 START, add_sequence_controls, check_state_pairing, has_controls)
+from runtime.artifact import ArtifactMetadata, engine_sidecar_path, read_engine_sidecar
+from runtime.errors import ArtifactError, ConfigError, OutputExistsError
+from runtime.protocol import DYNAMIC_BATCH, IOSpec, TensorSpec
+
+TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int8": "TYPE_INT8",
+                "uint8": "TYPE_UINT8", "int32": "TYPE_INT32", "int64": "TYPE_INT64",
+                "bool": "TYPE_BOOL"}
+STRATEGIES = ("direct", "oldest")
+KINDS = {"gpu": "KIND_GPU", "cpu": "KIND_CPU"}
+ONNX_SUFFIXES = (".onnx",)
+ENGINE_SUFFIXES = (".engine", ".plan")
+TRITON_DEFAULT_POOL_BYTES = 64 << 20     # tritonserver's default CUDA memory pool per GPU
+VERSION_DIR = "1"
+
+
+@dataclass(frozen=True)
+class TritonOptions:
+    """How to serve the model.
+
+    model_name:        the model's directory and name in Triton ([A-Za-z0-9_.-], no leading dot).
+    max_batch:         max_batch_size: sequence slots per model instance (direct strategy).
+    strategy:          "direct" (a fixed batch slot per sequence) or "oldest".
+    max_candidate_sequences: sequences held per instance with "oldest" (None: max_batch).
+    max_queue_delay_us: how long a batch may wait for more sequences' requests (microseconds).
+    max_sequence_idle_us: a sequence with no request for this long loses its slot and state.
+    instances:         model instances (per GPU with kind "gpu").
+    kind:              "gpu" (KIND_GPU) or "cpu" (KIND_CPU).
+    rename_states:     rename states to state_in.X / state_out.X so Triton's sorted-name pairing
+                       holds (ONNX sources only).
+    """
+
+    model_name: str = "stae"
+    max_batch: int = 8
+    strategy: str = "direct"
+    max_candidate_sequences: int | None = None
+    max_queue_delay_us: int = 0
+    max_sequence_idle_us: int = 5_000_000
+    instances: int = 1
+    kind: str = "gpu"
+    rename_states: bool = False
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", self.model_name):
+            raise ConfigError(f"model_name: expected letters, digits, '_', '.', '-' (not starting "
+                              f"with '.' or '-'), got {self.model_name!r}")
+        for field, minimum in (("max_batch", 1), ("instances", 1), ("max_queue_delay_us", 0),
+                               ("max_sequence_idle_us", 1)):
+            value = getattr(self, field)
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                raise ConfigError(f"{field}: expected an integer >= {minimum}, got {value!r}")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"strategy: expected one of {STRATEGIES}, got {self.strategy!r}")
+        if self.kind not in KINDS:
+            raise ConfigError(f"kind: expected one of {sorted(KINDS)}, got {self.kind!r}")
+        candidates = self.max_candidate_sequences
+        if candidates is not None:
+            if self.strategy != "oldest":
+                raise ConfigError("max_candidate_sequences: only used with strategy 'oldest'")
+            if not isinstance(candidates, int) or isinstance(candidates, bool) or candidates < 1:
+                raise ConfigError(f"max_candidate_sequences: expected an integer >= 1, got "
+                                  f"{candidates!r}")
+
+    @property
+    def sequence_slots(self) -> int:
+        """Sequences Triton holds state for at once: slots per instance x instances."""
+        per_instance = (self.max_candidate_sequences or self.max_batch
+                        if self.strategy == "oldest" else self.max_batch)
+        return per_instance * self.instances
+
+
+@dataclass(frozen=True)
+class TritonRepository:
+    """What :func:`write_repository` wrote. pool_bytes: the CUDA memory pool the state needs."""
+
+    model_dir: Path
+    config: Path
+    model_file: Path
+    readme: Path
+    client: Path
+    state_bytes_per_stream: int
+    pool_bytes: int
+
+
+def state_bytes_per_stream(spec: IOSpec) -> int:
+    """Bytes of one stream's state: the sum over state inputs of per-sample elements x itemsize."""
+    return sum(int(np.prod(p.input.per_sample_shape)) * np.dtype(p.input.dtype).itemsize
+               for p in spec.state)
+
+
+def cuda_pool_bytes(spec: IOSpec, streams: int) -> int:
+    """The CUDA memory pool state needs: streams x state bytes per stream x 2 (Triton keeps an
+    input and an output buffer per state)."""
+    return streams * state_bytes_per_stream(spec) * 2
+
+
+def require_dynamic_batch(spec: IOSpec, source: str) -> None:
+    """Raise :class:`ConfigError` unless axis 0 of every tensor is the dynamic ``"batch"``."""
+    if spec.batch != DYNAMIC_BATCH:
+        raise ConfigError(
+            f"{source}: the model has a static batch of {spec.batch}; Triton's sequence batcher "
+            f"needs a dynamic batch axis: re-export it with `stae export --dynamic-batch`")
+
+
+def check_servable(spec: IOSpec, source: str) -> None:
+    """Raise unless ``spec`` can be served with implicit state: a dynamic batch, an RGB frame,
+    float32 state (ConfigErrors naming the tensor) and a sorted-name pairing that holds
+    (ProtocolError)."""
+    require_dynamic_batch(spec, source)
+    frame = spec.data_inputs[0]
+    if len(frame.per_sample_shape) != 3 or frame.per_sample_shape[0] != 3:
+        raise ConfigError(f"{source}: input '{frame.name}' is {list(frame.shape)}; expected an "
+                          f"RGB frame (batch, 3, H, W)")
+    for pair in spec.state:
+        if pair.input.dtype != "float32":
+            raise ConfigError(
+                f"{source}: state '{pair.input.name}' is {pair.input.dtype}; the Triton "
+                f"repository keeps state as TYPE_FP32: use a graph with float32 state I/O "
+                f"(e.g. `stae fp16 --io-precision fp32`)")
+    check_state_pairing(spec, source)
+
+
+def load_onnx_source(path: Path, options: TritonOptions) -> tuple[onnx.ModelProto,
+                                                                  ArtifactMetadata]:
+    """(Triton copy, its metadata) from an exported ONNX file; a file that already is a Triton
+    copy (a ``model.onnx`` this command wrote) is taken as it is."""
+    model = load_model(path)
+    metadata = verified_metadata(model, str(path))
+    if metadata.notes.get(NOTE_CONTROLS):
+        if not has_controls(metadata.spec):
+            raise ArtifactError(f"{path}: its notes say '{NOTE_CONTROLS}' but its protocol lacks "
+                                f"{', '.join(CONTROL_INPUTS)}; run `stae triton` on the original")
+        if options.rename_states:
+            raise ConfigError(f"{path}: it is already a Triton copy; --rename-states applies "
+                              f"to the original export")
+    else:
+        require_dynamic_batch(metadata.spec, str(path))
+        metadata = add_sequence_controls(model, metadata, str(path), options.rename_states)
+    check_servable(metadata.spec, str(path))
+    return model, metadata
+
+
+def load_engine_source(path: Path, options: TritonOptions) -> ArtifactMetadata:
+    """The sidecar metadata of an engine built from a ``model.onnx`` that ``stae triton`` wrote.
+
+    Never needs TensorRT: everything checked is in the sidecar.
+    """
+    if not path.is_file():
+        raise ArtifactError(f"{path}: no such engine file")
+    if options.rename_states:
+        raise ConfigError(f"{path}: --rename-states cannot rewrite an engine; pass it when "
+                          f"running `stae triton` on the ONNX file the engine is built from")
+    metadata, build = read_engine_sidecar(path)
+    if not (metadata.notes.get(NOTE_CONTROLS) and has_controls(metadata.spec)):
+        raise ConfigError(
+            f"{path}: its sidecar ({engine_sidecar_path(path)}) has no Triton sequence controls "
+            f"({', '.join(CONTROL_INPUTS)}); an engine cannot be rewritten. Run `stae triton "
+            f"X.onnx -o REPO` on the ONNX it came from, `stae build REPO/<name>/1/model.onnx "
+            f"-o model.plan`, then `stae triton model.plan -o REPO --force`")
+    check_servable(metadata.spec, str(path))
+    built_max = dict(build.get("build_config") or {}).get("max_batch")
+    if isinstance(built_max, int) and built_max < options.max_batch:
+        raise ConfigError(f"max_batch: {options.max_batch} exceeds the engine's optimisation "
+                          f"profile (built with --max-batch {built_max}); pass --max-batch "
+                          f"{built_max} or rebuild the engine")
+    return metadata
+
+
+def config_pbtxt(spec: IOSpec, options: TritonOptions, platform: str, source: str) -> str:
+    """The model's ``config.pbtxt`` (protobuf text of Triton's ModelConfig)."""
+    controls = set(CONTROL_INPUTS)
+    data_in = [t for t in spec.data_inputs if t.name not in controls]
+
+    def tensor(t: TensorSpec) -> str:
+        return (f'  {{ name: "{t.name}" data_type: {TRITON_TYPES[t.dtype]} '
+                f'dims: {_dims(t)} }}')
+
+    def control(name: str, body: str) -> str:
+        return f'    {{ name: "{name}" control [ {{ {body} }} ] }}'
+
+    flag = "fp32_false_true: [ 0, 1 ]"
+    states = ",\n".join(
+        f'    {{\n      input_name: "{p.input.name}"\n      output_name: "{p.output.name}"\n'
+        f'      data_type: TYPE_FP32\n      dims: {_dims(p.input)}\n'
+        f'      initial_state {{ data_type: TYPE_FP32 dims: {_dims(p.input)} zero_data: true '
+        f'name: "zeros" }}\n    }}' for p in spec.state)
+    if options.strategy == "direct":
+        strategy = f"  direct {{ max_queue_delay_microseconds: {options.max_queue_delay_us} }}"
+    else:
+        strategy = (f"  oldest {{\n    max_candidate_sequences: "
+                    f"{options.max_candidate_sequences or options.max_batch}\n"
+                    f"    max_queue_delay_microseconds: {options.max_queue_delay_us}\n  }}")
+    platform_line = ('backend: "onnxruntime"' if platform == "onnxruntime"
+                     else 'platform: "tensorrt_plan"')
+    return "\n".join([
+        f"# Written by `stae triton` from {source}. State entries come from the protocol stored",
+        "# in the model; Triton pairs state inputs with outputs by sorted name, which `stae",
+        "# triton` checked holds for these names: do not rename them. Growable state memory",
+        "# is deliberately not enabled.",
+        f'name: "{options.model_name}"',
+        platform_line,
+        f"max_batch_size: {options.max_batch}",
+        "input [\n" + ",\n".join(tensor(t) for t in data_in) + "\n]",
+        "output [\n" + ",\n".join(tensor(t) for t in spec.data_outputs) + "\n]",
+        "sequence_batching {",
+        f"  max_sequence_idle_microseconds: {options.max_sequence_idle_us}",
+        "  control_input [",
+        ",\n".join([control(START, f"kind: CONTROL_SEQUENCE_START {flag}"),
+                    control(READY, f"kind: CONTROL_SEQUENCE_READY {flag}"),
+                    control(END, f"kind: CONTROL_SEQUENCE_END {flag}"),
+                    control(CORRID, f"kind: CONTROL_SEQUENCE_CORRID data_type: "
+                                    f"{TRITON_TYPES[spec.tensor(CORRID).dtype]}")]),
+        "  ]",
+        "  state [",
+        states,
+        "  ]",
+        strategy,
+        "}",
+        f"instance_group [ {{ count: {options.instances} kind: {KINDS[options.kind]} }} ]",
+        "",
+    ])
+
+
+def write_repository(source: str | Path, output: str | Path, options: TritonOptions,
+                     force: bool = False) -> TritonRepository:
+    """Write ``<output>/<model_name>/`` for ``source`` (.onnx, or .engine/.plan + sidecar).
+
+    Refuses (:class:`OutputExistsError`) an existing model directory unless ``force``; nothing
+    is written before every check has passed.
+    """
+    source, output = Path(source), Path(output)
+    model_dir = output / options.model_name
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"{output}: the model repository must be a directory, not a file")
+    if model_dir.exists() and not force:
+        raise OutputExistsError(f"{model_dir} already exists; pass --force to overwrite it")
+    suffix = source.suffix.lower()
+    if suffix in ONNX_SUFFIXES:
+        onnx_model, metadata = load_onnx_source(source, options)
+        platform, model_name = "onnxruntime", "model.onnx"
+    elif suffix in ENGINE_SUFFIXES:
+        onnx_model, metadata = None, load_engine_source(source, options)
+        platform, model_name = "tensorrt_plan", "model.plan"
+    else:
+        raise ConfigError(f"{source}: expected an ONNX file (.onnx) or a TensorRT engine "
+                          f"({', '.join(ENGINE_SUFFIXES)}) with its .json sidecar")
+    spec = metadata.spec
+    per_stream = state_bytes_per_stream(spec)
+    pool = cuda_pool_bytes(spec, options.sequence_slots)
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.{options.model_name}.",
+                                    suffix=".partial", dir=output.parent))
+    try:
+        staging.chmod(0o755)      # mkdtemp makes it 0700; the server may run as another user
+        (staging / VERSION_DIR).mkdir()
+        model_file = staging / VERSION_DIR / model_name
+        if onnx_model is not None:
+            save_model(onnx_model, model_file)
+        else:
+            shutil.copyfile(source, model_file)
+            shutil.copyfile(engine_sidecar_path(source), engine_sidecar_path(model_file))
+        config_text = config_pbtxt(spec, options, platform, source.name)
+        _parse_with_triton_schema(config_text)
+        (staging / "config.pbtxt").write_text(config_text)
+        (staging / "client_example.py").write_text(client_script(spec, options))
+        (staging / "README.md").write_text(
+            readme_text(spec, options, output, platform, source.name, per_stream, pool))
+        output.mkdir(parents=True, exist_ok=True)
+        _replace_dir(staging, model_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return TritonRepository(model_dir, model_dir / "config.pbtxt",
+                            model_dir / VERSION_DIR / model_name, model_dir / "README.md",
+                            model_dir / "client_example.py", per_stream, pool)
+
+
+def tritonserver_command(output: Path, pool_bytes: int) -> str:
+    """The tritonserver line for the repository with a CUDA pool big enough for the state."""
+    return (f"tritonserver --model-repository={output.resolve()} "
+            f"--cuda-memory-pool-byte-size=0:{max(pool_bytes, TRITON_DEFAULT_POOL_BYTES)}")
+
+
+def readme_text(spec: IOSpec, options: TritonOptions, output: Path, platform: str, source: str,
+                per_stream: int, pool: int) -> str:
+    """The model directory's README: how to serve it, the memory it needs, how to call it."""
+    frame, prediction = spec.data_inputs[0], spec.data_outputs[0]
+    states = "\n".join(f"| `{p.input.name}` | `{p.output.name}` | {list(p.input.per_sample_shape)} "
+                       f"| {int(np.prod(p.input.per_sample_shape)) * 4:,} |" for p in spec.state)
+    slots_per = "max_batch_size" if options.strategy == "direct" else "max_candidate_sequences"
+    backend = ("onnxruntime backend (CUDA on KIND_GPU)" if platform == "onnxruntime" else
+               "TensorRT backend: the plan must come from the same TensorRT version and GPU "
+               "model as the server's")
+    return f"""# `{options.model_name}`: STAE served by Triton with implicit state
+
+Written by `stae triton {source}`; {backend}.
+One request = one frame of one stream; Triton's sequence batcher keeps each stream's recurrent state on the server between requests.
+
+```bash
+{tritonserver_command(output, pool)}
+python {output / options.model_name / 'client_example.py'} --video clip.mp4 --url localhost:8001
+```
+
+## Memory
+
+The CUDA memory pool (`--cuda-memory-pool-byte-size=0:<bytes>`, per GPU; repeat the flag for
+GPUs 1, 2, ...) must hold at least streams x state bytes per stream x 2 (an input and an output
+buffer per state): {options.sequence_slots} streams x {per_stream:,} B x 2 = **{pool:,} bytes**
+({pool / 2 ** 20:.1f} MiB) for this config ({options.sequence_slots} streams = {slots_per} x
+{options.instances} instance(s)). The command above sets the larger of that and Triton's
+default 64 MiB; leave room for the frames too.
+
+| state input | state output | dims (per stream) | bytes |
+|---|---|---|---|
+{states}
+
+## Requests
+
+* input `{frame.name}`: {list(frame.per_sample_shape)} float32 per stream (batch 1 per request):
+  RGB in [0, 1], channels first, centre-cropped to the model's aspect and area-resized.
+* output `{prediction.name}`: the predicted next frame, same layout; `{CORRID_OUT}` echoes the
+  sequence id (check it), `END_OUT` the end flag.
+* Every request carries `sequence_id` (non-zero, below 2**63: the model reads it as int64);
+  the first of a stream `sequence_start=True`, the last `sequence_end=True`. A stream idle
+  for {options.max_sequence_idle_us / 1e6:g} s loses its slot and state; restart it with
+  `sequence_start=True`.
+* Strategy `{options.strategy}`, max_batch_size {options.max_batch}, {options.instances} x
+  {KINDS[options.kind]}.
+
+## Sequence controls
+
+The model in `{VERSION_DIR}/` has the inputs START, READY, END (float32, 0/1) and CORRID (int64)
+that Triton fills in: state is multiplied by (1 - START), so a stream starts from zeros; a batch
+slot with READY = 0 returns its state unchanged. Triton pairs state inputs with outputs by the
+sorted order of their names, not by the pairs in `config.pbtxt` (server issue #8586); `stae
+triton` refused names that would mispair. Do not edit the state names, and do not add
+`use_growable_memory`.
+"""
+
+
+CLIENT_TEMPLATE = string.Template('''#!/usr/bin/env python3
+"""Stream a video through the STAE model "$model_name" on Triton, one sequence per video.
+
+    python client_example.py --video clip.mp4 [--url localhost:8001] [--max-frames N]
+                             [--sequence-id N] [--output side_by_side.mp4]
+
+Written by `stae triton`. Each frame is one request with the same sequence_id; the first has
+sequence_start, the last sequence_end, and Triton keeps the model's recurrent state between them.
+Prints the PSNR of each prediction against the frame that follows.
+Needs numpy, opencv-python(-headless) and tritonclient[grpc].
+"""
+import argparse
+import random
+import sys
+
+import cv2
+import numpy as np
+import onnx
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+MODEL_NAME = "$model_name"
+FRAME_INPUT = "$frame"
+PREDICTION_OUTPUT = "$prediction"
+CORRID_OUTPUT = "$corrid_out"
+FRAME_HW = ($height, $width)
+
+
+def to_model_frame(image_bgr):
+    """BGR uint8 (H, W, 3) -> RGB float32 (3, h, w) in [0, 1]: the largest centred crop with the
+    model's aspect ratio, area-resized (the convention stored in the model)."""
+    out_h, out_w = FRAME_HW
+    in_h, in_w = image_bgr.shape[:2]
+    if in_w * out_h >= in_h * out_w:
+        crop_h, crop_w = in_h, in_h * out_w // out_h
+    else:
+        crop_h, crop_w = in_w * out_h // out_w, in_w
+    top, left = (in_h - crop_h) // 2, (in_w - crop_w) // 2
+    crop = np.ascontiguousarray(image_bgr[top:top + crop_h, left:left + crop_w])
+    if (crop_h, crop_w) != (out_h, out_w):
+        interpolation = cv2.INTER_AREA if crop_h >= out_h else cv2.INTER_LINEAR
+        crop = cv2.resize(crop, (out_w, out_h), interpolation=interpolation)
+    return cv2.dnn.blobFromImage(crop, scalefactor=1.0 / 255.0, swapRB=True)[0]
+
+
+def to_bgr(frame_chw):
+    """RGB float (3, h, w) -> BGR uint8 (h, w, 3), clipped to [0, 1]."""
+    rgb = np.clip(frame_chw, 0.0, 1.0).transpose(1, 2, 0)
+    return np.ascontiguousarray((rgb[:, :, ::-1] * 255.0 + 0.5).astype(np.uint8))
+
+
+def read_frames(path, max_frames):
+    """Yield (model frame, is_last) for each frame of the video at ``path``."""
+    capture = cv2.VideoCapture(path)
+    if not capture.isOpened():
+        sys.exit(f"cannot open video {path}")
+    try:
+        previous, count = None, 0
+        while max_frames is None or count < max_frames:
+            ok, image = capture.read()
+            if not ok:
+                break
+            count += 1
+            if previous is not None:
+                yield previous, False
+            previous = to_model_frame(image)
+        if previous is not None:
+            yield previous, True
+    finally:
+        capture.release()
+
+
+def psnr(prediction, actual):
+    """PSNR in dB of two [0, 1] frames."""
+    mse = float(np.mean((np.clip(prediction, 0.0, 1.0) - actual) ** 2))
+    return float("inf") if mse == 0.0 else 10.0 * np.log10(1.0 / mse)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--video", required=True, help="a video file OpenCV can read")
+    parser.add_argument("--url", default="localhost:8001", help="Triton's gRPC endpoint")
+    parser.add_argument("--max-frames", type=int, default=None)
+    parser.add_argument("--sequence-id", type=int, default=None,
+                        help="1 .. 2**63-1, unique among live streams (default: random)")
+    parser.add_argument("--output", default=None, help="write actual | predicted as a video")
+    args = parser.parse_args(argv)
+    sequence_id = args.sequence_id or random.randrange(1, 2 ** 63)
+    client = grpcclient.InferenceServerClient(url=args.url)
+    writer, prediction, scores = None, None, []
+    try:
+        for index, (frame, last) in enumerate(read_frames(args.video, args.max_frames)):
+            if prediction is not None:
+                scores.append(psnr(prediction, frame))
+                print(f"frame {index}: PSNR {scores[-1]:.2f} dB")
+                if args.output:
+                    panel = np.hstack([to_bgr(frame), to_bgr(prediction)])
+                    if writer is None:
+                        writer = cv2.VideoWriter(args.output, cv2.VideoWriter_fourcc(*"mp4v"),
+                                                 25.0, (panel.shape[1], panel.shape[0]))
+                    writer.write(panel)
+            request = grpcclient.InferInput(FRAME_INPUT, [1, *frame.shape], "FP32")
+            request.set_data_from_numpy(frame[None])
+            result = client.infer(
+                MODEL_NAME, [request],
+                outputs=[grpcclient.InferRequestedOutput(PREDICTION_OUTPUT),
+                         grpcclient.InferRequestedOutput(CORRID_OUTPUT)],
+                sequence_id=sequence_id, sequence_start=index == 0, sequence_end=last)
+            echoed = int(result.as_numpy(CORRID_OUTPUT).reshape(-1)[0])
+            if echoed != sequence_id:
+                sys.exit(f"response for sequence {echoed}, expected {sequence_id}")
+            prediction = result.as_numpy(PREDICTION_OUTPUT)[0]
+    except InferenceServerException as err:
+        sys.exit(f"Triton at {args.url}: {err}")
+    finally:
+        if writer is not None:
+            writer.release()
+    if scores:
+        print(f"{len(scores)} predictions, mean PSNR {np.mean(scores):.2f} dB "
+              f"(sequence {sequence_id})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+''')
+
+
+def client_script(spec: IOSpec, options: TritonOptions) -> str:
+    """``client_example.py`` for this model: a runnable tritonclient gRPC streaming client."""
+    frame = spec.data_inputs[0]
+    _, height, width = frame.per_sample_shape
+    return CLIENT_TEMPLATE.substitute(
+        model_name=options.model_name, frame=frame.name, prediction=spec.data_outputs[0].name,
+        corrid_out=CORRID_OUT, height=height, width=width)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="a dynamic-batch ONNX file (`stae export --dynamic-batch`)"
+                                      " or an engine built from a model.onnx this command wrote")
+    parser.add_argument("--output", "-o", required=True, help="the model repository directory")
+    defaults = TritonOptions()
+    parser.add_argument("--model-name", default=defaults.model_name,
+                        help="the model's name and directory in the repository")
+    parser.add_argument("--max-batch", type=int, default=defaults.max_batch,
+                        help="max_batch_size: sequence slots per instance")
+    parser.add_argument("--strategy", choices=STRATEGIES, default=defaults.strategy,
+                        help="direct: a fixed batch slot per stream; oldest: streams share slots")
+    parser.add_argument("--max-candidate-sequences", type=int, default=None,
+                        help="streams held per instance with --strategy oldest; unset: --max-batch")
+    parser.add_argument("--max-queue-delay-us", type=int, default=defaults.max_queue_delay_us,
+                        help="how long a batch may wait for other streams' frames (--strategy "
+                             "oldest; direct ignores it without a minimum slot utilisation)")
+    parser.add_argument("--max-sequence-idle-us", type=int,
+                        default=defaults.max_sequence_idle_us,
+                        help="a stream silent this long loses its slot and state")
+    parser.add_argument("--instances", type=int, default=defaults.instances,
+                        help="model instances (per GPU with --kind gpu)")
+    parser.add_argument("--kind", choices=sorted(KINDS), default=defaults.kind,
+                        help="instance_group kind: KIND_GPU or KIND_CPU")
+    parser.add_argument("--rename-states", action="store_true",
+                        help="rename state tensors to state_in.X/state_out.X so Triton's "
+                             "sorted-name pairing holds (ONNX sources)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing <output>/<model-name>")
+
+
+def run(args: argparse.Namespace) -> int:
+    options = TritonOptions(
+        model_name=args.model_name, max_batch=args.max_batch, strategy=args.strategy,
+        max_candidate_sequences=args.max_candidate_sequences,
+        max_queue_delay_us=args.max_queue_delay_us,
+        max_sequence_idle_us=args.max_sequence_idle_us, instances=args.instances,
+        kind=args.kind, rename_states=args.rename_states)
+    repo = write_repository(args.model, args.output, options, force=args.force)
+    command = tritonserver_command(Path(args.output), repo.pool_bytes)
+    print(f"wrote {repo.model_dir}: state {repo.state_bytes_per_stream:,} B per stream; the CUDA "
+          f"memory pool needs >= {options.sequence_slots} streams x "
+          f"{repo.state_bytes_per_stream:,} B x 2 = {repo.pool_bytes:,} B\nserve it with:\n  "
+          f"{command}", file=sys.stderr)
+    print(json.dumps({"model_dir": str(repo.model_dir), "config": str(repo.config),
+                      "model": str(repo.model_file), "streams": options.sequence_slots,
+                      "state_bytes_per_stream": repo.state_bytes_per_stream,
+                      "cuda_memory_pool_bytes": repo.pool_bytes, "tritonserver": command}))
+    return 0
+
+
+def _dims(t: TensorSpec) -> str:
+    return "[ " + ", ".join(str(d) for d in t.per_sample_shape) + " ]"
+
+
+def _parse_with_triton_schema(text: str) -> None:
+    """Parse ``text`` as Triton's ModelConfig when tritonclient is installed (the `triton`
+    extra): a misspelt field is a bug here, not something to ship."""
+    try:
+        from google.protobuf import text_format
+        from tritonclient.grpc import model_config_pb2
+    except ImportError:
+        return
+    config = model_config_pb2.ModelConfig()  # pyright: ignore[reportAttributeAccessIssue]
+    text_format.Parse(text, config)
+
+
+def _replace_dir(staging: Path, target: Path) -> None:
+    """Rename ``staging`` to ``target``, replacing an existing ``target`` (already allowed)."""
+    if target.exists():
+        trash = staging.with_name(staging.name + ".replaced")   # outside the repository
+        os.replace(target, trash)
+        os.replace(staging, target)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(staging, target)
