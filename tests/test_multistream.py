@@ -160,3 +160,26 @@ def test_stream_mistakes_are_refused_by_name(demo_dynamic_onnx_path, small_onnx_
     with pytest.raises(ConfigError, match=r"max_batch: expected 1 to 1 .* got 4"):
         Predictor.load(small_onnx_path[0], max_batch=4)
     assert stream.steps == 0
+
+
+def test_stae_run_with_several_inputs_writes_one_output_set_per_stream(demo_dynamic_onnx_path,
+                                                                       tmp_path, capsys):
+    import json
+
+    from stae_cli import main
+    from stae_ref.footage import fetch
+
+    carphone, motion = str(fetch("carphone")), str(fetch("motion"))
+    assert main(["run", str(demo_dynamic_onnx_path), "--input", carphone, "--input", motion,
+                 "--output", str(tmp_path / "out.mp4"), "--metrics", str(tmp_path / "m.jsonl"),
+                 "--max-frames", "12", "--quiet"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [s["input"] for s in result["streams"]] == [carphone, motion]
+    assert [s["steps"] for s in result["streams"]] == [12, 12]
+    assert result["throughput"]["frames"] == 24 and result["throughput"]["frames_per_s"] > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.0.jsonl", "m.1.jsonl",
+                                                          "out.0.mp4", "out.1.mp4"]
+    for i in (0, 1):
+        records = [json.loads(line) for line in (tmp_path / f"m.{i}.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in records] == list(range(1, 13))
+        assert all(r["psnr_db"] > 20 for r in records[1:]), f"stream {i}: PSNR of real predictions"
