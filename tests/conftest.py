@@ -69,6 +69,17 @@ def small_onnx_path(tmp_path_factory):
     return path, model
 
 
+@pytest.fixture(scope="session")
+def small_dynamic_onnx_path(tmp_path_factory) -> Path:
+    """SMALL_CONFIG exported with a dynamic batch axis (seeded random weights)."""
+    from export.to_onnx import export_onnx
+
+    model = seeded_model(SMALL_CONFIG)
+    path = tmp_path_factory.mktemp("export") / "small_dynamic.onnx"
+    export_onnx(model, path, random_provenance(model), dynamic_batch=True)
+    return path
+
+
 DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "stae_ref/checkpoints/demo/stae_demo.pt"
 
 
