@@ -112,7 +112,7 @@ def _print_report(report) -> None:
           f"{parity.steps} teacher-forced steps + closed loop to horizon {parity.horizon}")
     print(f"    {'tensor':<22}{'step-1 rel':>12}{'limit':>10}{'max abs':>12}{'max rel':>12}")
     for name, rel in parity.step1_max_rel.items():
-        print(f"    {name:<22}{rel:>12.2e}{parity.tolerances.limit(name):>10.0e}"
+        print(f"    {name:<22}{rel:>12.2e}{parity.tolerances.limit(name):>10.2e}"
               f"{parity.max_abs[name]:>12.2e}{parity.max_rel[name]:>12.2e}")
     worst = parity.worst
     print(f"    prediction PSNR vs {parity.reference}: min {parity.pred_psnr_db_min:.1f} dB "
