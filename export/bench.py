@@ -26,7 +26,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -46,6 +45,7 @@ from export.bench_profile import op_time_share
 from export.bench_report import markdown_table, save_latency_chart, write_text
 from runtime.errors import ConfigError
 from runtime.files import refuse_overwrite
+from runtime.machine import machine_info
 from stae_ref.config import STAEConfig
 from stae_ref.footage import forward_backward, load_clip
 from stae_ref.model import STAE
@@ -254,17 +254,10 @@ def model_name(args: argparse.Namespace, provenance: dict[str, Any]) -> str:
 
 
 def machine() -> dict[str, Any]:
-    """CPU model name (/proc/cpuinfo, else ``platform.processor()``), CPU count, OS, versions."""
-    import onnxruntime
+    """:func:`runtime.machine.machine_info` plus the torch version."""
     import torch
 
-    cpuinfo = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in
-             (cpuinfo.read_text().splitlines() if cpuinfo.is_file() else [])
-             if line.startswith("model name")]
-    return {"cpu": names[0] if names else platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "platform": platform.platform(),
-            "onnxruntime": onnxruntime.__version__, "torch": torch.__version__}
+    return machine_info(torch=torch.__version__)
 
 
 def _batched(frames: np.ndarray, batch: int) -> Iterator[np.ndarray]:

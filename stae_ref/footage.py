@@ -18,7 +18,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -192,6 +192,11 @@ def load_clip(name: str, frame_size: tuple[int, int], cache: str | Path | None =
         raise FootageError(f"clip '{name}': decoded {len(frames)} frames, expected "
                            f"{stop - start} (frames {start}..{stop - 1})")
     return np.stack(frames)
+
+
+def load_clips(names: Sequence[str], frame_size: tuple[int, int]) -> dict[str, np.ndarray]:
+    """Every usable frame of each named clip: name -> float32 (K, 3, H, W)."""
+    return {name: load_clip(name, frame_size) for name in names}
 
 
 def _verify(clip: ClipSource, path: Path, what: str) -> None:
