@@ -16,6 +16,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from runtime.errors import CalibrationError
+from runtime.files import atomic_path
 from runtime.protocol import DYNAMIC_BATCH, IOSpec
 
 
@@ -75,9 +76,12 @@ def load_calibration_info(npz_path: str | Path) -> CalibrationInfo | None:
 
 def save_calibration(path: str | Path, tensors: Mapping[str, np.ndarray],
                      info: CalibrationInfo) -> None:
-    """Write the tensors (name -> (N, ...)) to ``path`` and the info next to it."""
-    np.savez(path, **tensors)
-    info_path(path).write_text(json.dumps(info.to_dict(), indent=2))
+    """Write the tensors (name -> (N, ...)) to ``path`` and the info next to it, each under a
+    partial name until complete (the info last: a record without its info is refused)."""
+    with atomic_path(Path(path), keep_suffix=True) as partial:
+        np.savez(partial, **tensors)
+    with atomic_path(info_path(path)) as partial:
+        partial.write_text(json.dumps(info.to_dict(), indent=2))
 
 
 def load_calibration(path: str | Path, spec: IOSpec) -> dict[str, np.ndarray]:

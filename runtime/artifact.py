@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from runtime.errors import ArtifactError, ProtocolError, SpecMismatchError
+from runtime.files import atomic_path
 from runtime.protocol import DYNAMIC_BATCH, IOSpec, TensorSpec
 
 ARTIFACT_FORMAT_VERSION = 1
@@ -115,8 +116,9 @@ def write_engine_sidecar(engine: str | Path, metadata: ArtifactMetadata,
                          build: Mapping[str, Any]) -> Path:
     """Write the engine's sidecar: the artifact metadata plus how it was built (``build``)."""
     path = engine_sidecar_path(engine)
-    path.write_text(json.dumps({"metadata": metadata.to_props(), "build": dict(build)},
-                               indent=2, sort_keys=True))
+    with atomic_path(path) as partial:
+        partial.write_text(json.dumps({"metadata": metadata.to_props(), "build": dict(build)},
+                                      indent=2, sort_keys=True))
     return path
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from runtime.files import atomic_path
+
 Series = Mapping[str, Sequence[float]]       # label -> y values at x = 0, 1, ...
 
 
@@ -34,8 +36,7 @@ def save_panel_plot(path: str | Path, panels: Mapping[str, tuple[str, Series]], 
     for axes in cells[len(panels):]:
         axes.set_visible(False)
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
+    with atomic_path(Path(path), keep_suffix=True) as partial:   # savefig reads the suffix
+        figure.savefig(partial)
     plt.close(figure)
     return path
