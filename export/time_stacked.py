@@ -32,6 +32,10 @@ Two more exact rearrangements (same FLOPs, fewer copies):
   group per sub-pixel) and one depth-to-space of the 3-channel prediction ends the step, instead
   of three depth-to-spaces of 3*T channels and a full-resolution head.
 
+With ``encoder_decoder == "shared"`` (the ablation "STAE w/o ED", see ``stae_ref.model``) only
+``output_encoder`` and ``output_decoder`` exist, the one latent is all three cell inputs, the
+decoder reads the cell's top hidden state and its frames go straight to the (grouped) time collapse, as in the reference.
+
 Module paths start like the reference's (``cell.layers.0.conv_h.conv``,
 ``spatial_decoder.to_pixels.features``, ``frame_fuse``), so exported initializer names, and with
 them the INT8 node groups (``calibration.node_groups``), carry over.
@@ -253,19 +257,24 @@ class TimeStackedSTAE(nn.Module):
                 raise ConfigError(f"cell {config.cell!r}: state '{name}' {shape} does not end in "
                                   f"the latent shape {latent}; export it with the plain graph")
         self.time = time
-        self.spatial_encoder, self.temporal_encoder, self.output_encoder = (
-            self._stacked_encoder(encoder) for encoder in
-            (model.spatial_encoder, model.temporal_encoder, model.output_encoder))
-        self.cell = stack_modules(model.cell, time)
+        self.shared = config.encoder_decoder == "shared"
         skip_channels = 3 * config.patch ** 2 if config.decoder_skip else 0
-        self.spatial_decoder, self.temporal_decoder, self.output_decoder = (
-            _StackedDecoder(decoder, time, skip_channels) for decoder in
-            (model.spatial_decoder, model.temporal_decoder, model.output_decoder))
+        # Same module paths as the reference: the "shared" model has only output_* and no
+        # frame_fuse.
+        names = ("output",) if self.shared else ("spatial", "temporal", "output")
+        for name in names:
+            setattr(self, f"{name}_encoder",
+                    self._stacked_encoder(getattr(model, f"{name}_encoder")))
+        self.cell = stack_modules(model.cell, time)
+        for name in names:
+            setattr(self, f"{name}_decoder",
+                    _StackedDecoder(getattr(model, f"{name}_decoder"), time, skip_channels))
         # Eq. (8) is per pixel, so it runs before the last depth-to-space, on each sub-pixel
         # group alike (grouped 1x1 convs), and one depth-to-space of 3 channels ends the step.
         subpixels = config.patch ** 2
-        self.frame_fuse = grouped_pointwise_conv(time_stacked_conv(model.frame_fuse, time),
-                                                 subpixels)
+        if not self.shared:
+            self.frame_fuse = grouped_pointwise_conv(
+                time_stacked_conv(model.frame_fuse, time), subpixels)
         self.time_collapse = grouped_pointwise_conv(time_stacked_conv(model.time_collapse, time),
                                                     subpixels)
 
@@ -276,19 +285,27 @@ class TimeStackedSTAE(nn.Module):
         inputs = dict(zip(names, state, strict=True))
         clip = torch.cat([inputs[CLIP_WINDOW], frame.unsqueeze(1)], dim=1)   # (B, L, 3, H, W)
         pixels = clip.flatten(1, 2)                                      # (B, L*3, H, W)
-        latents = Latents(spatial=self.spatial_encoder(pixels),          # (B, C*T, h, w) each
-                          temporal=self.temporal_encoder(pixels),
-                          output=self.output_encoder(pixels))
+        if self.shared:
+            latent = self.output_encoder(pixels)                         # (B, C*T, h, w)
+            latents = Latents(spatial=latent, temporal=latent, output=latent)
+        else:
+            latents = Latents(spatial=self.spatial_encoder(pixels),      # (B, C*T, h, w) each
+                              temporal=self.temporal_encoder(pixels),
+                              output=self.output_encoder(pixels))
         cell_state = {name: tensor.flatten(-4, -3)                        # (..., C*T, h, w)
                       for name, tensor in inputs.items() if name != CLIP_WINDOW}
         top, next_cell_state = self.cell(latents, cell_state)
-        spatial_pixels = self.spatial_decoder(top.spatial, pixels)       # (B, p²*3T, H/p, W/p)
-        temporal_pixels = self.temporal_decoder(top.temporal, pixels)
-        output_pixels = self.output_decoder(top.output, pixels)
-        subpixels = config.patch ** 2
-        both = torch.cat([spatial_pixels.unflatten(1, (subpixels, -1)),
-                          temporal_pixels.unflatten(1, (subpixels, -1))], dim=2).flatten(1, 2)
-        fused = output_pixels * torch.tanh(self.frame_fuse(both))        # eq. (8), per sub-pixel
+        output_pixels = self.output_decoder(                             # (B, p²*3T, H/p, W/p)
+            top.hidden if self.shared else top.output, pixels)
+        if self.shared:
+            fused = output_pixels                       # no eq. (8), as in the reference
+        else:
+            spatial_pixels = self.spatial_decoder(top.spatial, pixels)
+            temporal_pixels = self.temporal_decoder(top.temporal, pixels)
+            subpixels = config.patch ** 2
+            both = torch.cat([spatial_pixels.unflatten(1, (subpixels, -1)),
+                              temporal_pixels.unflatten(1, (subpixels, -1))], dim=2).flatten(1, 2)
+            fused = output_pixels * torch.tanh(self.frame_fuse(both))    # eq. (8), per sub-pixel
         prediction = self._depth_to_space(self.time_collapse(fused))     # (B, 3, H, W)
         if config.head == "residual":
             prediction = frame + prediction

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 from runtime.errors import ConfigError
 
 HEADS = ("direct", "residual")
+ENCODER_DECODERS = ("separate", "shared")
 
 
 def exact_div(numerator: int, denominator: int, what: str) -> int:
@@ -41,6 +42,12 @@ class STAEConfig:
     decoder_skip:   feed the space-to-depth input clip to each decoder's last conv, so the
                     decoded frame can use full-resolution detail (a documented deviation; off
                     in the paper's configuration).
+    encoder_decoder: "separate" (the paper's STAE): spatial, temporal and output encoders
+                    SE/TE/OE (eq. 2) and decoders SD/TD/OD (eq. 7), fused by eq. (8).
+                    "shared": the paper's ablation "STAE w/o ED" (Table 3), standard encoders
+                    and decoders: one encoder whose latent is all three cell inputs, and one
+                    decoder of the cell's output latent whose frames go straight to the time
+                    collapse (eq. (8) has no streams left to fuse; see ``stae_ref.model``).
 
     With the defaults the latent is 64x2x16x16 at 512x512 and 64x2x8x8 at 256x256: one set of
     weights runs at both sizes, since nothing in the network depends on the resolution.
@@ -57,6 +64,7 @@ class STAEConfig:
     cell: str = "stam"
     head: str = "direct"
     decoder_skip: bool = False
+    encoder_decoder: str = "separate"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "frame_size", _int_tuple(self.frame_size, "frame_size", 2))
@@ -73,6 +81,9 @@ class STAEConfig:
             raise ConfigError(f"decoder_skip: expected true or false, got {self.decoder_skip!r}")
         if self.head not in HEADS:
             raise ConfigError(f"head: expected one of {HEADS}, got {self.head!r}")
+        if self.encoder_decoder not in ENCODER_DECODERS:
+            raise ConfigError(f"encoder_decoder: expected one of {ENCODER_DECODERS}, "
+                              f"got {self.encoder_decoder!r}")
         exact_div(self.hidden, 2 ** self.stride2_stages,
                   f"hidden (channels halve at each of the stride2_stages={self.stride2_stages} "
                   f"decoder stages)")

@@ -1,5 +1,20 @@
 """The STAE reference model: encoders SE/TE/OE, a recurrent cell stack, decoders SD/TD/OD, eq. (8).
 
+With ``config.encoder_decoder == "shared"`` it is the paper's ablation "STAE w/o ED" (Table 3):
+standard encoders and decoders in place of the spatiotemporal ones, i.e. one encoder whose latent
+z is all three cell inputs, ``Latents(z, z, z)``, and one decoder of the cell's top hidden state
+H^N_t (``Latents.hidden``), what a standard encoder-decoder predictor (PredRNN's) decodes.
+Eq. (8) then has nothing to fuse: its SH and TH come from decoders that no longer exist, and
+feeding it one stream three times (``X ⊙ tanh(W [X, X])``) would add a self-gating nonlinearity
+that no standard decoder has and the paper does not describe. So the one decoder's frames go
+straight to the time collapse, ``v̂ = collapse_T(D(H))`` (``frame_fuse`` is not built): the
+decoder's output is the frame, as in every standard encoder-decoder predictor. The time collapse
+(T -> 1) is kept, as every configuration needs it, and with it the residual head. The one encoder
+and decoder keep the module paths ``output_encoder`` / ``output_decoder`` (the paths of OE and OD),
+which keep
+checkpoints, exported initializer names and the INT8 node groups (``calibration.node_groups``)
+working unchanged.
+
 Two ways in:
 * :meth:`STAE.step` ``(frame, state) -> (prediction, next_state)``: pure, validated against the
   state protocol, state keyed by protocol input name;
@@ -46,18 +61,27 @@ class STAE(nn.Module):
         super().__init__()
         self.config = config
         stem_channels = 3 * config.patch ** 2
-        self.spatial_encoder = Encoder(stem_channels, config.encoder_channels)    # SE
-        self.temporal_encoder = Encoder(stem_channels, config.encoder_channels)   # TE
-        self.output_encoder = Encoder(stem_channels, config.encoder_channels)     # OE
-        self.cell = cell_class(config)(config)
+        self.shared = config.encoder_decoder == "shared"
         skip_channels = stem_channels if config.decoder_skip else 0
-        self.spatial_decoder = Decoder(config.hidden, config.decoder_channels, config.patch,
-                                       skip_channels=skip_channels)
-        self.temporal_decoder = Decoder(config.hidden, config.decoder_channels, config.patch,
-                                        skip_channels=skip_channels)
-        self.output_decoder = Decoder(config.hidden, config.decoder_channels, config.patch,
-                                      skip_channels=skip_channels)
-        self.frame_fuse = nn.Conv3d(6, 3, 1)                              # W_1x1x1 of eq. (8)
+
+        def encoder() -> Encoder:
+            return Encoder(stem_channels, config.encoder_channels)
+
+        def decoder() -> Decoder:
+            return Decoder(config.hidden, config.decoder_channels, config.patch,
+                           skip_channels=skip_channels)
+
+        if not self.shared:
+            self.spatial_encoder = encoder()                              # SE
+            self.temporal_encoder = encoder()                             # TE
+        self.output_encoder = encoder()               # OE; "shared": the one standard encoder
+        self.cell = cell_class(config)(config)
+        if not self.shared:
+            self.spatial_decoder = decoder()                              # SD
+            self.temporal_decoder = decoder()                             # TD
+        self.output_decoder = decoder()               # OD; "shared": the one standard decoder
+        if not self.shared:
+            self.frame_fuse = nn.Conv3d(6, 3, 1)                          # W_1x1x1 of eq. (8)
         self.time_collapse = nn.Conv3d(3, 3, (config.clip_len, 1, 1))    # T -> 1
         if config.head == "residual":
             nn.init.zeros_(self.time_collapse.weight)    # untrained model == copy-last frame
@@ -126,17 +150,25 @@ class STAE(nn.Module):
               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         clip = torch.cat([state[CLIP_WINDOW], frame.unsqueeze(1)], dim=1)   # (B, L, 3, H, W)
         stem = space_to_depth(clip.transpose(1, 2), self.config.patch)      # (B, 3p², L, H/p, W/p)
-        latents = Latents(spatial=self.spatial_encoder(stem),              # (B, C, T, h, w) each
-                          temporal=self.temporal_encoder(stem),
-                          output=self.output_encoder(stem))
+        if self.shared:
+            latent = self.output_encoder(stem)                             # (B, C, T, h, w)
+            latents = Latents(spatial=latent, temporal=latent, output=latent)
+        else:
+            latents = Latents(spatial=self.spatial_encoder(stem),          # (B, C, T, h, w) each
+                              temporal=self.temporal_encoder(stem),
+                              output=self.output_encoder(stem))
         cell_state = {name: tensor for name, tensor in state.items() if name != CLIP_WINDOW}
         top, next_cell_state = self.cell(latents, cell_state)
         skip = stem if self.config.decoder_skip else None
-        spatial_pixels = self.spatial_decoder(top.spatial, skip)           # SH (B, 3, T, H, W)
-        temporal_pixels = self.temporal_decoder(top.temporal, skip)        # TH (B, 3, T, H, W)
-        output_pixels = self.output_decoder(top.output, skip)              # OH (B, 3, T, H, W)
-        fused = output_pixels * torch.tanh(
-            self.frame_fuse(torch.cat([spatial_pixels, temporal_pixels], dim=1)))   # eq. (8)
+        # OH (B, 3, T, H, W); the ablation's one decoder reads the top hidden state H^N_t
+        output_pixels = self.output_decoder(top.hidden if self.shared else top.output, skip)
+        if self.shared:
+            fused = output_pixels                           # no eq. (8): see the module doc
+        else:
+            spatial_pixels = self.spatial_decoder(top.spatial, skip)       # SH (B, 3, T, H, W)
+            temporal_pixels = self.temporal_decoder(top.temporal, skip)    # TH (B, 3, T, H, W)
+            fused = output_pixels * torch.tanh(
+                self.frame_fuse(torch.cat([spatial_pixels, temporal_pixels], dim=1)))  # eq. (8)
         prediction = self.time_collapse(fused).squeeze(2)                  # (B, 3, H, W)
         if self.config.head == "residual":
             prediction = frame + prediction

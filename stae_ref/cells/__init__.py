@@ -2,16 +2,25 @@
 
 A cell declares its own state (:meth:`RecurrentCell.state_shapes`) and maps the encoders'
 (spatial, temporal, output) latents plus that state to the decoders' latents and the next state.
+:data:`CELLS` names each cell's module and class; a cell's module is imported when first used.
 """
 from __future__ import annotations
 
+import importlib
+
 from runtime.errors import ConfigError
 from stae_ref.cells.base import Latents, RecurrentCell
-from stae_ref.cells.stam import STAMStack
-from stae_ref.cells.stam_bounded import BoundedSTAMStack
 from stae_ref.config import STAEConfig
 
-CELLS: dict[str, type[RecurrentCell]] = {"stam": STAMStack, "stam_bounded": BoundedSTAMStack}
+# cell type (``STAEConfig.cell``) -> "module:Class"
+CELLS: dict[str, str] = {
+    "stam": "stae_ref.cells.stam:STAMStack",
+    "stam_bounded": "stae_ref.cells.stam_bounded:BoundedSTAMStack",
+    "convlstm": "stae_ref.cells.convlstm:ConvLSTMStack",
+    "st_lstm": "stae_ref.cells.st_lstm:STLSTMStack",
+    "causal_lstm": "stae_ref.cells.causal_lstm:CausalLSTMStack",
+    "e3d_lstm": "stae_ref.cells.e3d_lstm:E3DLSTMStack",
+}
 
 __all__ = ["CELLS", "Latents", "RecurrentCell", "cell_class"]
 
@@ -20,4 +29,5 @@ def cell_class(config: STAEConfig) -> type[RecurrentCell]:
     """The cell class named by ``config.cell``; a :class:`ConfigError` if there is none."""
     if config.cell not in CELLS:
         raise ConfigError(f"cell: unknown cell type {config.cell!r}; known: {sorted(CELLS)}")
-    return CELLS[config.cell]
+    module, name = CELLS[config.cell].split(":")
+    return getattr(importlib.import_module(module), name)

@@ -10,11 +10,20 @@ from stae_ref.config import STAEConfig
 
 
 class Latents(NamedTuple):
-    """Three latents, each (B, C, T, h, w): into the cell from SE/TE/OE, out of it to SD/TD/OD."""
+    """Three latents, each (B, C, T, h, w): into the cell from SE/TE/OE, out of it to SD/TD/OD.
+
+    ``hidden``: out of a cell, its top layer's hidden state H (B, C, T, h, w), what the one
+    decoder of the ablation "STAE w/o ED" reads (``encoder_decoder="shared"``); unused going in.
+    """
 
     spatial: torch.Tensor
     temporal: torch.Tensor
     output: torch.Tensor
+    hidden: torch.Tensor | None = None
+
+    def streams(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(spatial, temporal, output): the three encoder/decoder streams, without ``hidden``."""
+        return self.spatial, self.temporal, self.output
 
 
 class RecurrentCell(nn.Module):

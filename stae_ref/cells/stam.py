@@ -118,7 +118,7 @@ class STAMStack(RecurrentCell):
         hidden = state["hidden"]                      # (B, N, C, T, h, w)
         temporal_rings = state["temporal_ring"]       # (B, N, tau, C, T, h, w)
         spatial_ring = state["spatial_ring"]          # (B, tau, C, T, h, w)
-        spatial_in, temporal_in, output_in = latents
+        spatial_in, temporal_in, output_in = latents.streams()
         next_hidden, next_temporal_rings = [], []
         for k, layer in enumerate(self.layers):
             h, cell, spatial, output_gate = layer(
@@ -133,5 +133,5 @@ class STAMStack(RecurrentCell):
             "temporal_ring": torch.stack(next_temporal_rings, dim=1),  # (B, N, tau, C, T, h, w)
             "spatial_ring": spatial_ring,                              # (B, tau, C, T, h, w)
         }
-        # SD reads M^{Nt+N}, TD reads C^N_t, OD reads O^N_t (eq. 7).
-        return Latents(spatial=spatial, temporal=cell, output=output_gate), next_state
+        # SD reads M^{Nt+N}, TD reads C^N_t, OD reads O^N_t (eq. 7); a standard decoder, H^N_t.
+        return Latents(spatial=spatial, temporal=cell, output=output_gate, hidden=h), next_state
