@@ -1,9 +1,13 @@
 """``stae bench``: per-step latency, GFLOP/s and peak memory of every backend in one run.
 
-    stae bench [--checkpoint CKPT | --config cfg.json] [--frame-sizes 256 512] [--batch N]
+    stae bench [--checkpoint CKPT | --config cfg.json | --models all|NAME...]
+               [--frame-sizes 256 512] [--batch N]
                [--steps 20] [--warmup 3] [--threads N] [--backends eager plain fast fp16 int8]
                [--json PATH|-] [--markdown PATH] [--plot PATH] [--work-dir DIR] [--no-memory]
                [--profile] [--force]
+
+``--models`` benches the comparison models of ``stae_ref/models/`` one after another and adds
+the paper's Table 2 for this machine (``export.bench_models``).
 
 For each frame size the model's artifacts are built in a work folder (``export.bench_artifacts``),
 then every backend (``export.bench_backends``) steps the same real city frames, its state
@@ -39,6 +43,8 @@ from tqdm import tqdm
 
 from export.bench_artifacts import build_artifacts
 from export.bench_backends import BACKENDS, EAGER, Backend, open_backend
+from export.bench_models import (comparison_markdown, comparison_rows, held_out_quality,
+                                  model_arguments, selected_models)
 from export.bench_matmul import MATMUL_SIZE, matmul_gflops
 from export.bench_memory import peak_rss_mb
 from export.bench_profile import op_time_share
@@ -93,6 +99,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from stae_ref.commands.common import add_model_source, frame_size
 
     add_model_source(parser)
+    parser.add_argument("--models", nargs="+", metavar="NAME",
+                        help="bench these configs of stae_ref/models/ ('all': every one) and "
+                             "print the paper's Table 2 for this machine")
     parser.add_argument("--frame-sizes", type=frame_size, nargs="+", metavar="N|HxW",
                         default=[(256, 256), (512, 512)],
                         help="frame sizes to run the model's weights at")
@@ -129,24 +138,40 @@ def run(args: argparse.Namespace) -> int:
                if path not in (None, "-")}
     if args.frame_size is not None:
         raise ConfigError("--frame-size: the bench runs at each of --frame-sizes; give them there")
-    model, provenance = load_model(args)
-    configs = [_at_frame_size(model.config, size) for size in settings.frame_sizes]
-    name = model_name(args, provenance)
+    if args.models and (args.checkpoint or args.config):
+        raise ConfigError("--models: each model brings its own weights; drop --checkpoint/--config")
+    sources = [(name, model_arguments(name, args.seed)) for name in selected_models(args.models)] \
+        if args.models else [(None, args)]
     print(f"matmul peak ({MATMUL_SIZE}x{MATMUL_SIZE} float32, {settings.threads} threads) ...",
           file=sys.stderr)
     matmul = matmul_gflops(settings.threads)
+    rows: list[dict[str, Any]] = []
+    params: dict[str, int] = {}
+    quality: dict[str, Any] = {}
     with _work_folder(args.work_dir) as folder:
-        rows = [row for config in configs
-                for row in bench_frame_size(model, provenance, config, Path(folder), settings,
-                                            matmul["best"], name)]
-    report = {"model": name, "threads": settings.threads, "machine": machine(),
+        for name, source in sources:
+            model, provenance = load_model(source)
+            label = name or model_name(args, provenance)
+            params[label] = sum(p.numel() for p in model.parameters())
+            quality[label] = held_out_quality(name) if name else None
+            model_folder = Path(folder) / name if name else Path(folder)
+            for size in settings.frame_sizes:
+                rows += bench_frame_size(model, provenance, _at_frame_size(model.config, size),
+                                         model_folder, settings, matmul["best"], label)
+    report = {"model": ", ".join(params), "threads": settings.threads, "machine": machine(),
               "matmul_gflops": matmul,
               "settings": {"frame_sizes": [list(size) for size in settings.frame_sizes],
                            "batch": settings.batch, "steps": settings.steps,
                            "warmup": settings.warmup, "backends": list(settings.backends),
                            "clip": CLIP, "matmul_size": MATMUL_SIZE},
               "rows": rows}
+    if args.models:
+        report["table2"] = comparison_rows(rows, params, quality)
     table, report_json = markdown_table(report), json.dumps(report, indent=2) + "\n"
+    if args.models:
+        labels = [BACKENDS[key].label for key in settings.backends]
+        table = comparison_markdown(report["table2"], labels, f"Table 2 on {machine()['cpu']} "
+                                    f"({settings.threads} threads)") + "\n" + table
     print(table, file=sys.stderr if args.json == "-" else sys.stdout)
     if args.json == "-":
         sys.stdout.write(report_json)

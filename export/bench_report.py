@@ -36,8 +36,9 @@ def markdown_table(report: dict[str, Any]) -> str:
              "| backend | frame | batch | " + " | ".join(h for h, _, _ in COLUMNS) + " |",
              "|---|---|---|" + "---|" * len(COLUMNS)]
     notes: list[str] = []
+    several = len({row["model"] for row in report["rows"]}) > 1
     for row in report["rows"]:
-        label = row["backend"]
+        label = f"{row['model']}: {row['backend']}" if several else row["backend"]
         if row["note"]:
             if row["note"] not in notes:
                 notes.append(row["note"])
@@ -71,14 +72,16 @@ def write_text(path: Path, text: str) -> Path:
 
 def save_latency_chart(path: Path, rows: list[dict[str, Any]]) -> Path:
     """PNG of grouped bars: median ms per step of each backend (bar) at each frame size and
-    batch (group), whiskers up to the p90. Rows without a latency are left out."""
+    batch (group; per model when the rows hold several), whiskers up to the p90. Rows without a
+    latency are left out."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    timed = {(f"{_size(row)}, batch {row['batch']}", row["backend"]): row for row in rows
-             if row["latency_ms_median"] is not None}
+    several = len({row["model"] for row in rows}) > 1
+    timed = {(f"{row['model'] + chr(10) if several else ''}{_size(row)}, batch {row['batch']}",
+              row["backend"]): row for row in rows if row["latency_ms_median"] is not None}
     groups = list(dict.fromkeys(group for group, _ in timed))
     backends = list(dict.fromkeys(backend for _, backend in timed))
     width = 0.8 / max(len(backends), 1)

@@ -1,0 +1,149 @@
+"""``stae bench --models all``: the paper's Table 2 (memory and time of STAE and the recurrent
+models it was compared with) measured on this machine, next to the paper's own ratios.
+
+The models are the config files in ``stae_ref/models/`` (one per model, named by file stem); a
+model whose trained checkpoint exists (``stae_ref/checkpoints/<name>/checkpoint.json``, the STAE
+demo for ``stae``) runs with its weights and brings the held-out quality of its ``eval.json``;
+the others run with seeded random weights (speed and memory do not depend on the weights) and
+show no quality. Every model runs every backend of the bench at every frame size
+(``export.bench.bench_frame_size``); the comparison rows then put, per model and frame size:
+parameters, GFLOP per step, peak RSS and step latency of each backend, the memory and time
+ratios to ConvLSTM measured here, and the paper's (Table 2: GPU memory at batch 1 and inference
+time for 40 samples at 512², UCF Sport).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import stae_ref
+from export.bench_backends import BACKENDS, EAGER
+from runtime.errors import ConfigError
+
+MODELS_DIR = Path(stae_ref.__file__).resolve().parent / "models"
+CHECKPOINTS_DIR = Path(stae_ref.__file__).resolve().parent / "checkpoints"
+CHECKPOINT_FOLDERS = {"stae": "demo"}        # model name -> its checkpoint folder, where not equal
+BASELINE = "convlstm"                         # the ratios' denominator, as in the paper's ordering
+
+# The paper's Table 2 (512², batch 1): GPU memory (MB) and inference time for 40 samples (s).
+# Its comparison models ran on a 64x2x32x32 latent, STAE on 64x2x16x16; here every model shares
+# STAE's stem, so the latent is the same for all.
+PAPER_TABLE2: dict[str, tuple[float, float]] = {
+    "convlstm": (4579, 83), "st_lstm": (6237, 94), "causal_lstm": (7123, 101),
+    "e3d_lstm": (7843, 130), "stae": (2996, 75)}
+PAPER_NAMES = {"convlstm": "ConvLSTM", "st_lstm": "PredRNN (ST-LSTM)",
+               "causal_lstm": "PredRNN++ (Causal LSTM + GHU)", "e3d_lstm": "E3D-LSTM",
+               "stae": "STAE", "stae_standard_ed": "STAE, one encoder/decoder (ablation)"}
+
+
+def available_models() -> list[str]:
+    """Names of the model configs in ``stae_ref/models/`` (file stems), sorted."""
+    return sorted(path.stem for path in MODELS_DIR.glob("*.json"))
+
+
+def selected_models(requested: Sequence[str]) -> list[str]:
+    """``requested`` names (or "all"), checked against the configs; ConfigError names the rest."""
+    known = available_models()
+    names = known if list(requested) == ["all"] else list(dict.fromkeys(requested))
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ConfigError(f"--models: no config for {unknown} in {MODELS_DIR}; known: "
+                          f"{known} (or 'all')")
+    return names
+
+
+def model_arguments(name: str, seed: int) -> argparse.Namespace:
+    """The model-source arguments (``stae_ref.commands.common.load_model``) of model ``name``:
+    its trained checkpoint if committed, else its config with seeded random weights."""
+    record = checkpoint_folder(name) / "checkpoint.json"
+    if record.is_file():
+        checkpoint = checkpoint_folder(name) / json.loads(record.read_text())["file"]
+        return argparse.Namespace(checkpoint=str(checkpoint), config=None, frame_size=None,
+                                  seed=seed)
+    return argparse.Namespace(checkpoint=None, config=str(MODELS_DIR / f"{name}.json"),
+                              frame_size=None, seed=seed)
+
+
+def checkpoint_folder(name: str) -> Path:
+    return CHECKPOINTS_DIR / CHECKPOINT_FOLDERS.get(name, name)
+
+
+def held_out_quality(name: str) -> dict[str, Any] | None:
+    """Per clip {model_psnr_db, copy_last_psnr_db, gain_db, model_ssim, copy_last_ssim} from the
+    model's committed ``eval.json`` (teacher-forced, held-out frames); None if not trained."""
+    path = checkpoint_folder(name) / "eval.json"
+    if not path.is_file():
+        return None
+    keys = ("model_psnr_db", "copy_last_psnr_db", "gain_db", "model_ssim", "copy_last_ssim")
+    return {clip: {key: values[key] for key in keys if key in values}
+            for clip, values in json.loads(path.read_text())["per_clip"].items()}
+
+
+def comparison_rows(rows: Sequence[Mapping[str, Any]], params: Mapping[str, int],
+                    quality: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per (model, frame size) from the bench's per-backend ``rows``.
+
+    Fields: model, frame_size, params, gflop_per_step, ms_<backend> and rss_mb_<backend> of every
+    backend, memory_ratio / time_ratio (PyTorch eager peak RSS and median step time over
+    ConvLSTM's at the same size), paper_memory_ratio / paper_time_ratio (Table 2), quality.
+    """
+    table: dict[tuple[str, tuple[int, ...]], dict[str, Any]] = {}
+    for row in rows:
+        key = (row["model"], tuple(row["frame_size"]))
+        entry = table.setdefault(key, {"model": row["model"], "frame_size": list(key[1]),
+                                       "params": params[row["model"]], "gflop_per_step": None,
+                                       "quality": quality.get(row["model"])})
+        backend = row["backend"]
+        entry[f"ms_{backend}"] = row["latency_ms_median"]
+        entry[f"rss_mb_{backend}"] = row["peak_rss_mb"]
+        entry["gflop_per_step"] = entry["gflop_per_step"] or row["gflop_per_step"]
+    eager = BACKENDS[EAGER].label
+    for (model, size), entry in table.items():
+        base = table.get((BASELINE, size))
+        entry["memory_ratio"] = _ratio(entry.get(f"rss_mb_{eager}"),
+                                       base and base.get(f"rss_mb_{eager}"))
+        entry["time_ratio"] = _ratio(entry.get(f"ms_{eager}"), base and base.get(f"ms_{eager}"))
+        paper, paper_base = PAPER_TABLE2.get(model), PAPER_TABLE2[BASELINE]
+        entry["paper_memory_ratio"] = paper[0] / paper_base[0] if paper else None
+        entry["paper_time_ratio"] = paper[1] / paper_base[1] if paper else None
+    return list(table.values())
+
+
+def comparison_markdown(table: Sequence[Mapping[str, Any]], backends: Sequence[str],
+                        header: str) -> str:
+    """Table 2 for this machine as markdown: a header line, one row per (model, frame size)."""
+    columns = ["model", "frame", "params (M)", "GFLOP/step",
+               *(f"{b} ms" for b in backends), *(f"{b} peak MB" for b in backends),
+               "memory / ConvLSTM (here)", "memory / ConvLSTM (paper)",
+               "time / ConvLSTM (here)", "time / ConvLSTM (paper)", "held-out PSNR gain (dB)"]
+    lines = [header, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for entry in table:
+        quality = entry["quality"]
+        gain = ", ".join(f"{clip} {values['gain_db']:+.2f}" for clip, values in quality.items()) \
+            if quality else "not trained"
+        cells = [PAPER_NAMES.get(entry["model"], entry["model"]),
+                 "x".join(map(str, entry["frame_size"])), f"{entry['params'] / 1e6:.2f}",
+                 _fmt(entry["gflop_per_step"], "{:.2f}"),
+                 *(_fmt(entry.get(f"ms_{b}"), "{:.1f}") for b in backends),
+                 *(_fmt(entry.get(f"rss_mb_{b}"), "{:.0f}") for b in backends),
+                 _fmt(entry["memory_ratio"], "{:.2f}"), _fmt(entry["paper_memory_ratio"], "{:.2f}"),
+                 _fmt(entry["time_ratio"], "{:.2f}"), _fmt(entry["paper_time_ratio"], "{:.2f}"),
+                 gain]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Memory: peak RSS of a fresh process stepping the model (PyTorch eager for the "
+              "ratios); time: median step; both ratios are to ConvLSTM at the same frame size. "
+              "Paper: Table 2 (UCF Sport 512², GPU memory at batch 1, inference time for 40 "
+              "samples; its comparison models ran on a 2x larger latent than STAE, here all "
+              "share STAE's stem). Gain: teacher-forced held-out PSNR over copy-last-frame, per "
+              "clip, from the model's committed eval.json."]
+    return "\n".join(lines) + "\n"
+
+
+def _ratio(value: float | None, base: float | None) -> float | None:
+    return value / base if value is not None and base else None
+
+
+def _fmt(value: float | None, form: str) -> str:
+    return "" if value is None else form.format(value)

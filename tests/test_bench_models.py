@@ -1,0 +1,65 @@
+"""`stae bench --models`: the paper's Table 2 measured here, with the paper's ratios beside it."""
+import json
+
+import pytest
+
+from export.bench_models import (PAPER_TABLE2, available_models, comparison_rows,
+                                 held_out_quality, selected_models)
+from runtime.errors import ConfigError
+
+TABLE2_MODELS = ("stae", "convlstm", "st_lstm", "causal_lstm", "e3d_lstm", "stae_standard_ed")
+
+
+def test_every_model_of_the_comparison_has_a_config():
+    assert set(TABLE2_MODELS) <= set(available_models())
+    assert selected_models(["all"]) == available_models()
+
+
+def test_an_unknown_model_is_refused_with_the_known_ones():
+    with pytest.raises(ConfigError, match=r"--models: no config for \['predformer'\] .* known: "):
+        selected_models(["stae", "predformer"])
+
+
+def test_only_the_trained_demo_brings_held_out_quality():
+    quality = held_out_quality("stae")
+    assert quality["city"]["gain_db"] > 0 and set(quality) == {"city", "carphone", "motion"}
+    assert held_out_quality("convlstm") is None
+
+
+def test_ratios_are_to_convlstm_at_the_same_frame_size():
+    def row(model, size, backend, ms, rss):
+        return {"model": model, "frame_size": [size, size], "backend": backend,
+                "latency_ms_median": ms, "peak_rss_mb": rss, "gflop_per_step": 1.0}
+
+    rows = [row("convlstm", 256, "pytorch eager", 10.0, 400.0),
+            row("stae", 256, "pytorch eager", 15.0, 300.0),
+            row("stae", 256, "onnxruntime fp32 fast", 9.0, 250.0),
+            row("convlstm", 512, "pytorch eager", 40.0, 800.0),
+            row("stae", 512, "pytorch eager", 50.0, 600.0)]
+    table = {(e["model"], e["frame_size"][0]): e
+             for e in comparison_rows(rows, {"stae": 2, "convlstm": 1}, {"stae": None})}
+    assert table["stae", 256]["time_ratio"] == pytest.approx(1.5)
+    assert table["stae", 256]["memory_ratio"] == pytest.approx(0.75)
+    assert table["stae", 512]["time_ratio"] == pytest.approx(1.25)
+    assert table["stae", 256]["ms_onnxruntime fp32 fast"] == 9.0
+    assert table["stae", 256]["paper_memory_ratio"] == pytest.approx(2996 / 4579)
+    assert table["stae", 256]["paper_time_ratio"] == pytest.approx(75 / 83)
+    assert PAPER_TABLE2["e3d_lstm"] == (7843, 130)
+
+
+def test_stae_bench_models_prints_table_2_for_this_machine(tmp_path, capsys):
+    from stae_cli import main
+
+    out = tmp_path / "table2.json"
+    assert main(["bench", "--models", "stae", "convlstm", "--frame-sizes", "64", "--steps", "2",
+                 "--warmup", "1", "--backends", "eager", "fast", "--no-memory",
+                 "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert [(e["model"], e["frame_size"]) for e in report["table2"]] == [("stae", [64, 64]),
+                                                                          ("convlstm", [64, 64])]
+    stae, convlstm = report["table2"]
+    assert stae["params"] > 0 and stae["ms_pytorch eager"] > 0
+    assert convlstm["time_ratio"] == pytest.approx(1.0)
+    printed = capsys.readouterr().out
+    assert "| STAE | 64x64 |" in printed and "| ConvLSTM | 64x64 |" in printed
+    assert "time / ConvLSTM (paper)" in printed and "not trained" in printed
