@@ -39,8 +39,11 @@ PAPER_NAMES = {"convlstm": "ConvLSTM", "st_lstm": "PredRNN (ST-LSTM)",
 
 
 def available_models() -> list[str]:
-    """Names of the model configs in ``stae_ref/models/`` (file stems), sorted."""
-    return sorted(path.stem for path in MODELS_DIR.glob("*.json"))
+    """Names of the model configs in ``stae_ref/models/`` (file stems): the paper's Table 2 order
+    (:data:`PAPER_NAMES`), then any others alphabetically."""
+    order = list(PAPER_NAMES)
+    return sorted((path.stem for path in MODELS_DIR.glob("*.json")),
+                  key=lambda name: (order.index(name) if name in order else len(order), name))
 
 
 def selected_models(requested: Sequence[str]) -> list[str]:
