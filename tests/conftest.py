@@ -112,3 +112,46 @@ def tensorrt_available() -> bool:
 requires_tensorrt = pytest.mark.skipif(
     not tensorrt_available(),
     reason="TensorRT is not installed (not installable on these machines; DESIGN_BRIEF §8)")
+
+
+def assert_fast_graph_is_the_reference_step(config: STAEConfig, label: str = "") -> None:
+    """float64, random state, batch 2: the time-stacked export module (``export.time_stacked``)
+    gives every output within 1e-12 of the reference step, in protocol shape."""
+    from export.time_stacked import TimeStackedSTAE
+
+    reference = seeded_model(config).double()
+    fast = TimeStackedSTAE(reference).double().eval()
+    generator = torch.Generator().manual_seed(1)
+    spec = reference.spec(batch=2)
+    frame = torch.rand(2, 3, *config.frame_size, generator=generator, dtype=torch.float64)
+    state = [torch.randn(p.input.concrete_shape(2), generator=generator, dtype=torch.float64)
+             for p in spec.state]
+    with torch.no_grad():
+        expected, got = reference(frame, *state), fast(frame, *state)
+    for tensor, want, have in zip(spec.outputs, expected, got, strict=True):
+        assert have.shape == want.shape, f"{label}: '{tensor.name}' shape"
+        error = float((have - want).abs().max())
+        assert error <= 1e-12, f"{label}: '{tensor.name}' differs by {error:.3g}"
+
+
+def assert_export_passes_and_runs(model: STAE, path: Path, frames: np.ndarray,
+                                  steps: int = 50, horizon: int = 4) -> None:
+    """``path`` (an export of ``model``) passes every check of ``stae check`` with ``steps``
+    teacher-forced steps over ``frames`` (K, 3, H, W), its clip window exact, and the torch-free
+    Predictor's first 4 predictions are within 1e-4 (relative) of the reference's."""
+    from export.checks import check_artifact
+    from runtime.predictor import Predictor
+
+    report = check_artifact(path, model, frames, steps=steps, horizon=horizon, progress=False)
+    assert report.passed, ([c for c in report.checks if not c.passed], report.parity.failures)
+    assert report.parity.max_abs["next_clip_window"] == 0.0
+    predictor = Predictor.load(path)
+    stream, state = predictor.new_stream(), model.zero_state()
+    for step, frame in enumerate(frames[:4]):
+        ours = predictor.step(stream, frame)
+        with torch.no_grad():
+            reference, state = model.step(torch.from_numpy(frame[None]), state)
+        reference = reference[0].numpy()
+        error = float(np.max(np.abs(ours - reference)))
+        assert error <= 1e-4 * max(1.0, float(np.max(np.abs(reference)))), \
+            f"runtime step {step + 1}: prediction off by {error:.3g}"

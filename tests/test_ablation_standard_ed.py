@@ -12,18 +12,15 @@ import pytest
 import torch
 
 from calibration.node_groups import group_nodes
-from export.checks import check_artifact
-from export.parity import TOLERANCES
 from export.time_stacked import TimeStackedSTAE
 from export.to_onnx import export_onnx
 from runtime.errors import ConfigError
-from runtime.predictor import Predictor
 from stae_ref.cells import Latents
 from stae_ref.config import STAEConfig
 from stae_ref.footage import forward_backward, load_clip
 from stae_ref.layers import Decoder, Encoder
 
-from conftest import SMALL_CONFIG, random_provenance, seeded_model
+from conftest import (SMALL_CONFIG, assert_export_passes_and_runs, assert_fast_graph_is_the_reference_step, random_provenance, seeded_model)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ROOT / "stae_ref/checkpoints/demo/model_config.json"
@@ -137,16 +134,7 @@ def test_fast_formulation_computes_the_shared_reference_step(config):
     fast = TimeStackedSTAE(reference).double().eval()
     assert [name for name, _ in fast.named_children()] == [
         "output_encoder", "cell", "output_decoder", "time_collapse"]
-    generator = torch.Generator().manual_seed(1)
-    spec = reference.spec(batch=2)
-    frame = torch.rand(2, 3, *config.frame_size, generator=generator, dtype=torch.float64)
-    state = [torch.randn(p.input.concrete_shape(2), generator=generator, dtype=torch.float64)
-             for p in spec.state]
-    with torch.no_grad():
-        expected, got = reference(frame, *state), fast(frame, *state)
-    for tensor, want, have in zip(spec.outputs, expected, got, strict=True):
-        assert have.shape == want.shape, tensor.name
-        assert float((have - want).abs().max()) <= 1e-12, tensor.name
+    assert_fast_graph_is_the_reference_step(config, "shared")
 
 
 @pytest.fixture(scope="module")
@@ -166,23 +154,4 @@ def test_export_parity_50_steps_and_runtime(graph, tmp_path, carphone_64):
     assert {"encoders", "decoders", "to_pixels", "head"} <= set(groups), sorted(groups)
     assert "other_convs" not in groups
 
-    frames = forward_backward(carphone_64, 50)
-    report = check_artifact(path, model, frames, steps=50, horizon=4, progress=False)
-    assert report.passed, ([c for c in report.checks if not c.passed], report.parity.failures)
-    parity = report.parity
-    for tensor, rel in parity.step1_max_rel.items():
-        assert rel <= TOLERANCES["fp32"].limit(tensor), (tensor, rel)
-    assert parity.pred_psnr_db_min >= 60.0
-    assert parity.max_abs["next_clip_window"] == 0.0
-
-    predictor = Predictor.load(path)
-    stream, ref_state = predictor.new_stream(), model.zero_state()
-    for step, frame in enumerate(carphone_64[:4]):
-        ours = predictor.step(stream, frame)
-        with torch.no_grad():
-            reference, ref_state = model.step(torch.from_numpy(frame[None]), ref_state)
-        reference = reference[0].numpy()
-        assert ours.shape == (3, 64, 64) and np.isfinite(ours).all()
-        error = float(np.max(np.abs(ours - reference)))
-        assert error <= 1e-4 * max(1.0, float(np.max(np.abs(reference)))), (step, error)
-    assert stream.steps == 4
+    assert_export_passes_and_runs(model, path, forward_backward(carphone_64, 50))

@@ -3,15 +3,11 @@ one step of each against hand-written equations, E3D's ring, global memory and R
 export that matches the reference over 50 steps and runs in the torch-free runtime."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from export.checks import check_artifact
-from export.time_stacked import TimeStackedSTAE
 from export.to_onnx import export_onnx
-from runtime.predictor import Predictor
 from stae_ref.cells.base import Latents
 from stae_ref.cells.causal_lstm import CausalLSTMLayer, CausalLSTMStack, GradientHighwayUnit
 from stae_ref.cells.e3d_lstm import E3DLSTMLayer, E3DLSTMStack, recall
@@ -19,7 +15,7 @@ from stae_ref.config import STAEConfig
 from stae_ref.footage import load_clip
 from stae_ref.state_spec import io_spec
 
-from conftest import SMALL_CONFIG, random_provenance, seeded_model
+from conftest import (SMALL_CONFIG, assert_export_passes_and_runs, assert_fast_graph_is_the_reference_step, random_provenance, seeded_model)
 
 CELLS = ("causal_lstm", "e3d_lstm")
 
@@ -239,17 +235,7 @@ def test_e3d_ring_holds_the_last_tau_cells_and_the_global_memory_is_updated():
 def test_fast_graph_formulation_is_the_reference_step(cell):
     """Both cells run in the fast graph's time-stacked layout (E3D's RECALL by its layout
     check): float64, random state, every output within 1e-12 of the reference's."""
-    reference = seeded_model(config_for(cell)).double()
-    fast = TimeStackedSTAE(reference).double().eval()
-    g = torch.Generator().manual_seed(11)
-    spec = reference.spec(batch=2)
-    frame = torch.rand(2, 3, *SMALL_CONFIG.frame_size, generator=g, dtype=torch.float64)
-    state = [torch.randn(p.input.concrete_shape(2), generator=g, dtype=torch.float64)
-             for p in spec.state]
-    with torch.no_grad():
-        expected, got = reference(frame, *state), fast(frame, *state)
-    for tensor, want, have in zip(spec.outputs, expected, got, strict=True):
-        assert float((have - want).abs().max()) <= 1e-12, tensor.name
+    assert_fast_graph_is_the_reference_step(config_for(cell), cell)
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -265,18 +251,5 @@ def test_exported_cell_matches_the_reference_and_runs_in_the_runtime(cell, tmp_p
     path = tmp_path / f"{cell}.onnx"
     metadata = export_onnx(model, path, random_provenance(model), graph="fast")
     assert metadata.notes["graph"] == "fast"
-    frames = load_clip("carphone", (64, 64), max_frames=50)
-    report = check_artifact(path, model, frames, steps=50, horizon=1, progress=False)
-    assert report.passed, ([c for c in report.checks if not c.passed],
-                           report.parity.failures)
-
-    predictor = Predictor.load(path)
-    stream = predictor.new_stream()
-    state = model.zero_state()
-    for frame in load_clip("carphone", (64, 64), max_frames=10)[:4]:
-        prediction = predictor.step(stream, frame)
-        with torch.no_grad():
-            want, state = model.step(torch.from_numpy(frame)[None], state)
-        assert prediction.shape == (3, 64, 64) and np.isfinite(prediction).all()
-        np.testing.assert_allclose(prediction, want[0].numpy(), rtol=0, atol=1e-4)
-    assert stream.steps == 4
+    assert_export_passes_and_runs(model, path, load_clip("carphone", (64, 64), max_frames=50),
+                                  horizon=1)

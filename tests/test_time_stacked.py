@@ -12,10 +12,10 @@ from torch import nn
 
 from calibration.node_groups import group_nodes
 from export.graph_rewrites import decompose_softmax, merge_sibling_convs
-from export.time_stacked import TimeStackedSTAE, time_stacked_conv, time_stacked_norm
+from export.time_stacked import time_stacked_conv, time_stacked_norm
 from runtime.errors import ConfigError
 from stae_ref.config import STAEConfig
-from conftest import SMALL_CONFIG, random_provenance, seeded_model
+from conftest import (SMALL_CONFIG, assert_fast_graph_is_the_reference_step, random_provenance, seeded_model)
 
 TINY = dict(frame_size=(32, 32), patch=4, stride2_stages=1, hidden=8, layers=2, tau=3)
 
@@ -68,20 +68,7 @@ def test_convs_that_mix_time_steps_are_refused():
 @pytest.mark.parametrize("name", CONFIGS)
 def test_fast_formulation_computes_the_reference_step(name):
     """float64, random state: every output within 1e-12 of the reference's, in protocol shape."""
-    config = CONFIGS[name]
-    reference = seeded_model(config).double()
-    fast = TimeStackedSTAE(reference).double().eval()
-    generator = torch.Generator().manual_seed(1)
-    spec = reference.spec(batch=2)
-    frame = torch.rand(2, 3, *config.frame_size, generator=generator, dtype=torch.float64)
-    state = [torch.randn(p.input.concrete_shape(2), generator=generator, dtype=torch.float64)
-             for p in spec.state]
-    with torch.no_grad():
-        expected, got = reference(frame, *state), fast(frame, *state)
-    for tensor, want, have in zip(spec.outputs, expected, got, strict=True):
-        assert have.shape == want.shape, f"{name}: '{tensor.name}' shape"
-        error = float((have - want).abs().max())
-        assert error <= 1e-12, f"{name}: '{tensor.name}' differs by {error:.3g}"
+    assert_fast_graph_is_the_reference_step(CONFIGS[name], name)
 
 
 def test_fast_and_plain_exports_agree_and_keep_the_int8_node_groups(tmp_path, carphone_128):
