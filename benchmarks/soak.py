@@ -44,7 +44,7 @@ from tqdm import tqdm
 
 from runtime.errors import ConfigError, NonFiniteStateError, StaeError
 from runtime.files import atomic_path, refuse_overwrite
-from runtime.machine import machine_info
+from runtime.machine import machine_info, rss_mb
 from runtime.predictor import Predictor, Stream
 from runtime.protocol import DYNAMIC_BATCH
 from stae_ref.footage import load_clips
@@ -123,14 +123,6 @@ def sample_steps(steps: int, sample_every: int, warmup_steps: int) -> set[int]:
 
 
 # --- measuring -------------------------------------------------------------------------------
-
-def rss_mb() -> float:
-    """Resident memory of this process now (VmRSS of /proc/self/status), MiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("/proc/self/status has no VmRSS line (Linux only)")
-
 
 @dataclass
 class Slot:

@@ -119,8 +119,7 @@ class TritonRepository:
 
 def state_bytes_per_stream(spec: IOSpec) -> int:
     """Bytes of one stream's state: the sum over state inputs of per-sample elements x itemsize."""
-    return sum(int(np.prod(p.input.per_sample_shape)) * np.dtype(p.input.dtype).itemsize
-               for p in spec.state)
+    return sum(p.input.sample_nbytes for p in spec.state)
 
 
 def cuda_pool_bytes(spec: IOSpec, streams: int) -> int:

@@ -9,6 +9,15 @@ from typing import Any
 import numpy as np
 
 
+def rss_mb() -> float:
+    """Resident memory of this process now (VmRSS of /proc/self/status, Linux), MiB."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("/proc/self/status has no VmRSS line (Linux only)")
+
+
 def machine_info(**settings: Any) -> dict[str, Any]:
     """CPU model (/proc/cpuinfo, else ``platform.processor()``), CPU counts, OS, Python, numpy
     and onnxruntime versions, plus the caller's ``settings`` (e.g. provider, threads)."""

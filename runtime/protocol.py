@@ -60,6 +60,11 @@ class TensorSpec:
         """The shape without the batch axis."""
         return tuple(int(d) for d in self.shape[1:])
 
+    @property
+    def sample_nbytes(self) -> int:
+        """Bytes of one sample (one batch row) of this tensor."""
+        return int(np.prod(self.per_sample_shape)) * np.dtype(self.dtype).itemsize
+
     def concrete_shape(self, batch: int) -> tuple[int, ...]:
         """The shape with the batch axis set to ``batch`` (must agree with a static batch)."""
         if self.shape[0] != DYNAMIC_BATCH and self.shape[0] != batch:

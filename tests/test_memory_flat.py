@@ -3,20 +3,12 @@ and forecasts, and the process's resident memory stays flat after warm-up."""
 import numpy as np
 import pytest
 
+from runtime.machine import rss_mb
 from runtime.predictor import Predictor
 from stae_ref.footage import load_clip
 
 WARMUP_STEPS = 500
 MAX_GROWTH = 0.02            # RSS growth after warm-up, as a fraction
-
-
-def rss_mb() -> float:
-    """Resident set size of this process (VmRSS), MB."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
 
 
 def churn(predictor: Predictor, frames: np.ndarray, steps: int) -> list[float]:

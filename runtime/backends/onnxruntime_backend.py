@@ -17,7 +17,8 @@ import numpy as np
 import onnxruntime as ort
 
 from runtime.backends.base import Backend, StateSet
-from runtime.cuda import copy_device_to_device, copy_device_to_host, copy_host_to_device, zero_device
+from runtime.cuda import (copy_device_to_device, copy_device_to_host, copy_host_to_device,
+                          zero_device)
 from runtime.errors import ConfigError
 from runtime.onnx_session import open_session
 from runtime.protocol import TensorSpec
@@ -75,7 +76,8 @@ class OnnxRuntimeBackend(Backend):
             if state.arrays is not None:
                 state.arrays[name][rows] = 0
             else:
-                row_bytes, count = self._row_bytes(name), state.batch if row is None else 1
+                row_bytes = self.metadata.spec.tensor(name).sample_nbytes
+                count = state.batch if row is None else 1
                 zero_device(value.data_ptr() + (row or 0) * row_bytes, count * row_bytes)
 
     def copy_row(self, source: StateSet, source_row: int, target: StateSet,
@@ -84,7 +86,7 @@ class OnnxRuntimeBackend(Backend):
             if source.arrays is not None and target.arrays is not None:
                 target.arrays[name][target_row] = source.arrays[name][source_row]
             else:
-                row_bytes = self._row_bytes(name)
+                row_bytes = self.metadata.spec.tensor(name).sample_nbytes
                 copy_device_to_device(target.values[name].data_ptr() + target_row * row_bytes,
                                       source.values[name].data_ptr() + source_row * row_bytes,
                                       row_bytes)
@@ -97,8 +99,8 @@ class OnnxRuntimeBackend(Backend):
                 host[name] = state.arrays[name][row:row + 1].copy()
             else:
                 host[name] = np.empty(pair.input.concrete_shape(1), dtype=pair.input.dtype)
-                copy_device_to_host(host[name],
-                                    state.values[name].data_ptr() + row * self._row_bytes(name))
+                copy_device_to_host(host[name], state.values[name].data_ptr()
+                                    + row * pair.input.sample_nbytes)
         return host
 
     def write_row(self, state: StateSet, row: int, values: Mapping[str, np.ndarray]) -> None:
@@ -108,7 +110,7 @@ class OnnxRuntimeBackend(Backend):
             if state.arrays is not None:
                 state.arrays[name][row:row + 1] = values[name]
             else:
-                copy_host_to_device(state.values[name].data_ptr() + row * self._row_bytes(name),
+                copy_host_to_device(state.values[name].data_ptr() + row * pair.input.sample_nbytes,
                                     values[name])
 
     def run(self, frames: np.ndarray, inputs: StateSet, outputs: StateSet) -> np.ndarray:
@@ -136,10 +138,6 @@ class OnnxRuntimeBackend(Backend):
             binding.bind_ortvalue_input(pair.input.name, inputs.values[pair.input.name])
             binding.bind_ortvalue_output(pair.output.name, outputs.values[pair.input.name])
         return binding
-
-    def _row_bytes(self, name: str) -> int:
-        tensor = self.metadata.spec.tensor(name)
-        return int(np.prod(tensor.per_sample_shape)) * np.dtype(tensor.dtype).itemsize
 
     def _empty(self, tensor: TensorSpec, batch: int) -> ort.OrtValue:
         return ort.OrtValue.ortvalue_from_numpy(

@@ -108,21 +108,21 @@ class TensorRTBackend(Backend):
         if not 1 <= batch <= self._max_batch:
             raise ConfigError(f"batch {batch}: this engine takes 1 to {self._max_batch} streams "
                               f"per step (rebuild with `stae build --max-batch N`)")
-        state = TrtStateSet(batch, {p.input.name: DeviceBuffer(batch * _row_bytes(p.input))
+        state = TrtStateSet(batch, {p.input.name: DeviceBuffer(batch * p.input.sample_nbytes)
                                     for p in self.metadata.spec.state})
         self.zero(state)
         return state
 
     def zero(self, state: StateSet, row: int | None = None) -> None:
         for pair in self.metadata.spec.state:
-            row_bytes = _row_bytes(pair.input)
+            row_bytes = pair.input.sample_nbytes
             zero_device(state.buffers[pair.input.name].ptr + (row or 0) * row_bytes,
                         row_bytes * (state.batch if row is None else 1), self._stream)
 
     def copy_row(self, source: StateSet, source_row: int, target: StateSet,
                  target_row: int) -> None:
         for pair in self.metadata.spec.state:
-            name, row_bytes = pair.input.name, _row_bytes(pair.input)
+            name, row_bytes = pair.input.name, pair.input.sample_nbytes
             copy_device_to_device(target.buffers[name].ptr + target_row * row_bytes,
                                   source.buffers[name].ptr + source_row * row_bytes, row_bytes,
                                   self._stream)
@@ -132,14 +132,15 @@ class TensorRTBackend(Backend):
         for pair in self.metadata.spec.state:
             name = pair.input.name
             host[name] = np.empty(pair.input.concrete_shape(1), dtype=pair.input.dtype)
-            copy_device_to_host(host[name], state.buffers[name].ptr + row * _row_bytes(pair.input))
+            copy_device_to_host(host[name],
+                                state.buffers[name].ptr + row * pair.input.sample_nbytes)
         return host
 
     def write_row(self, state: StateSet, row: int, values: Mapping[str, np.ndarray]) -> None:
         for pair in self.metadata.spec.state:
             name = pair.input.name
             pair.input.check_array(values[name])
-            copy_host_to_device(state.buffers[name].ptr + row * _row_bytes(pair.input),
+            copy_host_to_device(state.buffers[name].ptr + row * pair.input.sample_nbytes,
                                 values[name])
 
     def run(self, frames: np.ndarray, inputs: StateSet, outputs: StateSet) -> np.ndarray:
@@ -196,10 +197,6 @@ class TensorRTBackend(Backend):
         for host in (self._frame_host, self._prediction_host):
             host.free()
 
-
-def _row_bytes(tensor: TensorSpec) -> int:
-    """Bytes of one stream's slice (one batch row) of ``tensor``."""
-    return int(np.prod(tensor.per_sample_shape)) * np.dtype(tensor.dtype).itemsize
 
 
 def _dtype_name(trt: Any, dtype: Any) -> str:
