@@ -33,9 +33,9 @@ OpenSTL ``predrnnpp_modules.py`` is the same): ``conv_x`` X -> 7C (i, g, f, o, i
 ``conv_h`` H^k_{t-1} -> 4C (i, g, f, o), ``conv_c`` C^k_{t-1} -> 3C (i, g, f), ``conv_m`` M_in ->
 3C (i', f', W_mm * M_in), ``conv_c2m`` C^k_t -> 4C (i', g', f', o), ``conv_om`` M^k_t -> C (o),
 ``fuse`` the 1x1x1 conv; GHU ``conv_z`` Z_{t-1} -> 2C (p, s), ``conv_x`` H^0_t -> 2C (p, s).
-The equations above are that code's, term for term. As we read the paper's eq. (1), it differs
-from its own code in two terms, and the code (which produced the paper's numbers) is followed:
-there o = tanh(W_4 * [X, C^k_t, M^k_t]) has no H^k_{t-1} term, and g' also reads M^{k-1}.
+The equations above are that code's, term for term: where the paper's printed eq. (1) and its
+code disagree, the code (which produced the paper's numbers) is followed. The printed equations
+were not compared term by term here (no copy of the PDF was at hand); the code was.
 
 Zig-zag (as PredRNN, and PredRNN++'s ``mem``): M_in of layer 0 at step t is M^{N-1}_{t-1}, the
 top layer's M of the previous step; M_in of layer k>0 is M^{k-1}_t. One M tensor threads all

@@ -33,8 +33,8 @@ Everything else is the official code's cell, term for term, split orders include
 X -> 7C (i, g, r, o, i', g', f'), ``conv_h`` H^k_{t-1} -> 4C (i, g, r, o), ``conv_m`` M_in ->
 4C (i', f', g', W_mm * M_in), ``conv_oc`` C^k_t -> C, ``conv_om`` M^k_t -> C, ``fuse`` the 1x1x1
 conv. Where the paper's printed equations differ from that code, the code (which produced the
-paper's numbers) is followed: the paper writes ``M^k_t = i' ⊙ g' + f' ⊙ M_in`` and
-``o = σ(...)``; the code has ``f' ⊙ tanh(W_mm * M_in)`` and ``σ(tanh(...))``.
+paper's numbers) is followed; note its ``f' ⊙ tanh(W_mm * M_in)`` and ``σ(tanh(...))``. The
+printed equations were not compared term by term here (no copy of the PDF was at hand).
 
 Zig-zag (the official ``memory``): M_in of layer 0 at step t is M^{N-1}_{t-1}, the top layer's
 global memory of the previous step; M_in of layer k>0 is M^{k-1}_t. One M tensor threads all
