@@ -44,7 +44,7 @@ from tqdm import tqdm
 from export.bench_artifacts import build_artifacts
 from export.bench_backends import BACKENDS, EAGER, Backend, open_backend
 from export.bench_models import (comparison_markdown, comparison_rows, held_out_quality,
-                                  model_arguments, selected_models)
+                                 model_arguments, paired_psnr_vs_stae, selected_models)
 from export.bench_matmul import MATMUL_SIZE, matmul_gflops
 from export.bench_memory import peak_rss_mb
 from export.bench_profile import op_time_share
@@ -148,12 +148,14 @@ def run(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     params: dict[str, int] = {}
     quality: dict[str, Any] = {}
+    paired: dict[str, Any] = {}
     with _work_folder(args.work_dir) as folder:
         for name, source in sources:
             model, provenance = load_model(source)
             label = name or model_name(args, provenance)
             params[label] = sum(p.numel() for p in model.parameters())
             quality[label] = held_out_quality(name) if name else None
+            paired[label] = paired_psnr_vs_stae(name) if name and name != "stae" else None
             model_folder = Path(folder) / name if name else Path(folder)
             for size in settings.frame_sizes:
                 rows += bench_frame_size(model, provenance, _at_frame_size(model.config, size),
@@ -166,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
                            "clip": CLIP, "matmul_size": MATMUL_SIZE},
               "rows": rows}
     if args.models:
-        report["table2"] = comparison_rows(rows, params, quality)
+        report["table2"] = comparison_rows(rows, params, quality, paired)
     table, report_json = markdown_table(report), json.dumps(report, indent=2) + "\n"
     if args.models:
         labels = [BACKENDS[key].label for key in settings.backends]

@@ -18,6 +18,8 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
+
 import stae_ref
 from export.bench_backends import BACKENDS, EAGER
 from runtime.errors import ConfigError
@@ -84,20 +86,63 @@ def held_out_quality(name: str) -> dict[str, Any] | None:
             for clip, values in json.loads(path.read_text())["per_clip"].items()}
 
 
+def paired_psnr_vs_stae(name: str, resamples: int = 10_000, seed: int = 0
+                        ) -> dict[str, Any] | None:
+    """Model ``name``'s held-out PSNR minus STAE's, target by target (teacher-forced, the same
+    frames of every clip, from both committed ``eval.json`` files); None unless both are trained.
+
+    Returns mean_db (over all targets), ci95_db (a percentile bootstrap over targets,
+    ``resamples`` draws, seeded), better (targets where ``name`` scores higher), targets, and
+    per_clip_mean_db. The targets are consecutive frames of three clips, not independent draws,
+    and one training seed per model: the interval says how the difference spreads over these
+    frames, not how it would move with another training run.
+    """
+    mine, stae = (_per_target_psnr(model) for model in (name, "stae"))
+    if mine is None or stae is None:
+        return None
+    if mine.keys() != stae.keys() or any(len(mine[c]) != len(stae[c]) for c in mine):
+        raise ConfigError(f"eval.json of {name} and of stae were measured on different held-out "
+                          f"frames ({_target_counts(mine)} vs {_target_counts(stae)}); "
+                          f"re-run stae eval on both")
+    differences = {clip: np.subtract(mine[clip], stae[clip]) for clip in mine}
+    pooled = np.concatenate(list(differences.values()))
+    draws = np.random.default_rng(seed).integers(0, pooled.size, (resamples, pooled.size))
+    low, high = np.percentile(pooled[draws].mean(axis=1), [2.5, 97.5])
+    return {"mean_db": float(pooled.mean()), "ci95_db": [float(low), float(high)],
+            "better": int((pooled > 0).sum()), "targets": int(pooled.size),
+            "per_clip_mean_db": {clip: float(d.mean()) for clip, d in differences.items()}}
+
+
+def _per_target_psnr(name: str) -> dict[str, list[float]] | None:
+    path = checkpoint_folder(name) / "eval.json"
+    if not path.is_file():
+        return None
+    return {clip: values["model_psnr_db_per_step"]
+            for clip, values in json.loads(path.read_text())["per_clip"].items()}
+
+
+def _target_counts(per_clip: Mapping[str, list[float]]) -> dict[str, int]:
+    return {clip: len(values) for clip, values in per_clip.items()}
+
+
 def comparison_rows(rows: Sequence[Mapping[str, Any]], params: Mapping[str, int],
-                    quality: Mapping[str, Any]) -> list[dict[str, Any]]:
+                    quality: Mapping[str, Any], paired: Mapping[str, Any] | None = None
+                    ) -> list[dict[str, Any]]:
     """One row per (model, frame size) from the bench's per-backend ``rows``.
 
     Fields: model, frame_size, params, gflop_per_step, ms_<backend> and rss_mb_<backend> of every
     backend, memory_ratio / time_ratio (PyTorch eager peak RSS and median step time over
-    ConvLSTM's at the same size), paper_memory_ratio / paper_time_ratio (Table 2), quality.
+    ConvLSTM's at the same size), paper_memory_ratio / paper_time_ratio (Table 2), quality,
+    psnr_vs_stae (``paired``: :func:`paired_psnr_vs_stae` per model).
     """
+    paired = paired or {}
     table: dict[tuple[str, tuple[int, ...]], dict[str, Any]] = {}
     for row in rows:
         key = (row["model"], tuple(row["frame_size"]))
         entry = table.setdefault(key, {"model": row["model"], "frame_size": list(key[1]),
                                        "params": params[row["model"]], "gflop_per_step": None,
-                                       "quality": quality.get(row["model"])})
+                                       "quality": quality.get(row["model"]),
+                                       "psnr_vs_stae": paired.get(row["model"])})
         backend = row["backend"]
         entry[f"ms_{backend}"] = row["latency_ms_median"]
         entry[f"rss_mb_{backend}"] = row["peak_rss_mb"]
@@ -121,7 +166,7 @@ def comparison_markdown(table: Sequence[Mapping[str, Any]], backends: Sequence[s
                *(f"{b} ms" for b in backends), *(f"{b} peak MB" for b in backends),
                "memory / ConvLSTM (here)", "memory / ConvLSTM (paper)",
                "time / ConvLSTM (here)", "time / ConvLSTM (paper)",
-               "held-out gain: PSNR dB (SSIM)"]
+               "held-out gain: PSNR dB (SSIM)", "PSNR vs STAE, paired: dB [95% CI]"]
     lines = [header, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for entry in table:
         quality = entry["quality"]
@@ -134,15 +179,27 @@ def comparison_markdown(table: Sequence[Mapping[str, Any]], backends: Sequence[s
                  *(_fmt(entry.get(f"rss_mb_{b}"), "{:.0f}") for b in backends),
                  _fmt(entry["memory_ratio"], "{:.2f}"), _fmt(entry["paper_memory_ratio"], "{:.2f}"),
                  _fmt(entry["time_ratio"], "{:.2f}"), _fmt(entry["paper_time_ratio"], "{:.2f}"),
-                 gain]
+                 gain, _paired_cell(entry.get("psnr_vs_stae"))]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Memory: peak RSS of a fresh process stepping the model (PyTorch eager for the "
               "ratios); time: median step; both ratios are to ConvLSTM at the same frame size. "
               "Paper: Table 2 (UCF Sport 512², GPU memory at batch 1, inference time for 40 "
               "samples; its comparison models ran on a 2x larger latent than STAE, here all "
               "share STAE's stem). Gain: teacher-forced held-out PSNR (SSIM) over "
-              "copy-last-frame, per clip, from the model's committed eval.json."]
+              "copy-last-frame, per clip, from the model's committed eval.json. PSNR vs STAE: "
+              "the same held-out frames, model minus STAE, mean over all frames with a "
+              "bootstrap interval over frames (one training run per model), and on how many "
+              "frames the model is ahead."]
     return "\n".join(lines) + "\n"
+
+
+def _paired_cell(paired: Mapping[str, Any] | None) -> str:
+    """"+0.07 [+0.01, +0.13], ahead on 60/95"; empty when either model is untrained."""
+    if not paired:
+        return ""
+    low, high = paired["ci95_db"]
+    return (f"{paired['mean_db']:+.2f} [{low:+.2f}, {high:+.2f}], ahead on "
+            f"{paired['better']}/{paired['targets']}")
 
 
 def _clip_gain(clip: str, values: Mapping[str, Any]) -> str:

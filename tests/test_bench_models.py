@@ -3,8 +3,9 @@ import json
 
 import pytest
 
-from export.bench_models import (PAPER_TABLE2, available_models, comparison_markdown,
-                                 comparison_rows, held_out_quality, selected_models)
+from export.bench_models import (CHECKPOINTS_DIR, PAPER_TABLE2, available_models,
+                                 comparison_markdown, comparison_rows, held_out_quality,
+                                 paired_psnr_vs_stae, selected_models)
 from runtime.errors import ConfigError
 
 TABLE2_MODELS = ("stae", "convlstm", "st_lstm", "causal_lstm", "e3d_lstm", "stae_standard_ed")
@@ -73,6 +74,36 @@ def test_the_quality_column_gives_psnr_and_ssim_gain_per_clip_or_says_not_traine
         "city": {"gain_db": 4.946, "model_ssim": 0.991, "copy_last_ssim": 0.979},
         "motion": {"gain_db": -0.5}}}
     untrained = {**entry, "model": "st_lstm", "quality": None}
-    rows = comparison_markdown([trained, untrained], [], "header").splitlines()
-    assert rows[4].endswith("| city +4.95 (+0.012), motion -0.50 |")
-    assert rows[5].endswith("| not trained |")
+    paired = {"mean_db": 0.098, "ci95_db": [0.047, 0.151], "better": 64, "targets": 95}
+    rows = comparison_markdown([{**trained, "psnr_vs_stae": paired}, untrained], [],
+                               "header").splitlines()
+    assert rows[4].endswith("| city +4.95 (+0.012), motion -0.50 | +0.10 [+0.05, +0.15], ahead "
+                            "on 64/95 |")
+    assert rows[5].endswith("| not trained |  |")
+
+
+def _psnr_per_target(folder):
+    per_clip = json.loads((CHECKPOINTS_DIR / folder / "eval.json").read_text())["per_clip"]
+    return [psnr for clip in per_clip.values() for psnr in clip["model_psnr_db_per_step"]]
+
+
+def test_convlstm_is_compared_with_stae_frame_by_frame_on_the_same_held_out_targets():
+    paired = paired_psnr_vs_stae("convlstm")
+    differences = [a - b for a, b in zip(_psnr_per_target("convlstm"), _psnr_per_target("demo"))]
+    assert paired["targets"] == len(differences) == 95
+    assert paired["mean_db"] == pytest.approx(sum(differences) / len(differences))
+    assert paired["better"] == sum(d > 0 for d in differences)
+    low, high = paired["ci95_db"]
+    assert low < paired["mean_db"] < high and high - low < 1.0
+    assert paired_psnr_vs_stae("e3d_lstm") is None          # untrained: nothing to compare
+
+
+def test_evals_on_different_held_out_frames_are_refused(tmp_path, monkeypatch):
+    for folder, targets in (("demo", 3), ("convlstm", 4)):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "eval.json").write_text(json.dumps(
+            {"per_clip": {"city": {"model_psnr_db_per_step": [30.0] * targets}}}))
+    monkeypatch.setattr("export.bench_models.CHECKPOINTS_DIR", tmp_path)
+    with pytest.raises(ConfigError, match=r"eval.json of convlstm and of stae were measured on "
+                                          r"different held-out frames \(\{'city': 4\} vs "):
+        paired_psnr_vs_stae("convlstm")
