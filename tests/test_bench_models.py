@@ -1,5 +1,8 @@
 """`stae bench --models`: the paper's Table 2 measured here, with the paper's ratios beside it."""
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -107,3 +110,27 @@ def test_evals_on_different_held_out_frames_are_refused(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"eval.json of convlstm and of stae were measured on "
                                           r"different held-out frames \(\{'city': 4\} vs "):
         paired_psnr_vs_stae("convlstm")
+
+
+def test_models_quality_script_puts_the_committed_evals_side_by_side(tmp_path):
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "models_quality.py"
+    outputs = ["--json", str(tmp_path / "q.json"), "--markdown", str(tmp_path / "q.md"),
+               "--plot", str(tmp_path / "q.png")]
+    done = subprocess.run([sys.executable, str(script), *outputs], capture_output=True, text=True,
+                          cwd=script.parent.parent)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads((tmp_path / "q.json").read_text())
+    convlstm = json.loads((CHECKPOINTS_DIR / "convlstm" / "eval.json").read_text())
+    city = convlstm["per_clip"]["city"]
+    assert rows["convlstm"]["per_clip"]["city"] == {
+        "gain_db": city["gain_db"], "ssim_gain": city["model_ssim"] - city["copy_last_ssim"]}
+    assert rows["convlstm"]["horizon_psnr_db"] == [h["model"] for h in convlstm["horizon_psnr_db"]]
+    assert rows["convlstm"]["vs_stae"] == paired_psnr_vs_stae("convlstm")
+    assert rows["stae"]["vs_stae"] is None and rows["e3d_lstm"] is None
+    table = (tmp_path / "q.md").read_text()
+    assert "| E3D-LSTM | not trained |" in table and "| ConvLSTM | +4.95 (+0.012) |" in table
+    assert (tmp_path / "q.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    again = subprocess.run([sys.executable, str(script), *outputs], capture_output=True,
+                           text=True, cwd=script.parent.parent)
+    assert again.returncode == 2 and "models_quality: error: " in again.stderr
+    assert "q.md already exists; pass --force" in again.stderr and "Traceback" not in again.stderr
