@@ -115,7 +115,7 @@ def save_quality_plot(path: Path, rows: dict[str, dict[str, Any] | None]) -> Pat
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--markdown", metavar="PATH", help="write the table to this file")
     parser.add_argument("--json", metavar="PATH", help="write every model's row as JSON")
     parser.add_argument("--plot", metavar="PATH", help="PNG: per-clip gains and closed-loop PSNR")
