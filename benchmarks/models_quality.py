@@ -24,7 +24,8 @@ from export.bench_models import (PAPER_NAMES, available_models, checkpoint_folde
                                  paired_psnr_vs_stae)
 from export.bench_report import write_text
 from runtime.errors import ConfigError, StaeError
-from runtime.files import atomic_path, refuse_overwrite
+from runtime.files import refuse_overwrite
+from runtime.plots import save_figure
 
 
 def model_quality(name: str) -> dict[str, Any] | None:
@@ -107,11 +108,7 @@ def save_quality_plot(path: Path, rows: dict[str, dict[str, Any] | None]) -> Pat
     for axes in (bars, lines):
         axes.grid(alpha=0.3)
         axes.legend(fontsize=8)
-    figure.tight_layout()
-    with atomic_path(path) as partial:
-        figure.savefig(partial, format="png")
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def main(argv: list[str] | None = None) -> int:

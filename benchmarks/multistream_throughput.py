@@ -44,6 +44,7 @@ import numpy as np
 
 from runtime.errors import ConfigError, NonFiniteStateError, StaeError
 from runtime.files import atomic_path, refuse_overwrite
+from runtime.plots import save_figure
 from runtime.machine import machine_info
 from runtime.predictor import Predictor, Stream
 from runtime.protocol import DYNAMIC_BATCH
@@ -213,11 +214,7 @@ def save_chart(path: Path, rows: Sequence[Mapping[str, Any]], title: str) -> Pat
     axes.set_ylim(bottom=0)
     axes.grid(alpha=0.3)
     axes.legend()
-    figure.tight_layout()
-    with atomic_path(path, keep_suffix=True) as partial:
-        figure.savefig(partial, format="png")
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def write_text(path: Path, text: str) -> Path:

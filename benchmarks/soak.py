@@ -44,6 +44,7 @@ from tqdm import tqdm
 
 from runtime.errors import ConfigError, NonFiniteStateError, StaeError
 from runtime.files import atomic_path, refuse_overwrite
+from runtime.plots import save_figure
 from runtime.machine import machine_info, rss_mb
 from runtime.predictor import Predictor, Stream
 from runtime.protocol import DYNAMIC_BATCH
@@ -314,11 +315,7 @@ def save_plot(path: Path, samples: Sequence[dict[str, Any]], warmup_steps: int,
     top.set_title(title)
     bottom.set_xlabel("step")
     bottom.set_ylim(bottom=0)
-    figure.tight_layout()
-    with atomic_path(path, keep_suffix=True) as partial:
-        figure.savefig(partial, format="png")
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def open_predictor(model: str, provider: str, threads: int | None) -> Predictor:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.files import atomic_path
+from runtime.plots import save_figure
 
 # (header, row field, format) of the table's measured columns.
 COLUMNS = (
@@ -101,11 +102,7 @@ def save_latency_chart(path: Path, rows: list[dict[str, Any]]) -> Path:
              title=f"STAE step latency: {models}")
     axes.grid(axis="y", alpha=0.3)
     axes.legend(fontsize=8)
-    figure.tight_layout()
-    with atomic_path(path) as partial:
-        figure.savefig(partial, format="png")
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def _size(row: dict[str, Any]) -> str:

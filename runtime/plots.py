@@ -35,8 +35,16 @@ def save_panel_plot(path: str | Path, panels: Mapping[str, tuple[str, Series]], 
         axes.legend()
     for axes in cells[len(panels):]:
         axes.set_visible(False)
+    return save_figure(figure, path)
+
+
+def save_figure(figure, path: str | Path) -> Path:
+    """Lay out a matplotlib ``figure``, write it to ``path`` as PNG (under a partial name, renamed
+    when complete) and close it."""
+    import matplotlib.pyplot as plt
+
     figure.tight_layout()
-    with atomic_path(Path(path), keep_suffix=True) as partial:   # savefig reads the suffix
-        figure.savefig(partial)
+    with atomic_path(Path(path), keep_suffix=True) as partial:
+        figure.savefig(partial, format="png")
     plt.close(figure)
-    return path
+    return Path(path)

@@ -22,7 +22,7 @@ from onnx import TensorProto, helper
 
 from runtime.artifact import engine_sidecar_path, write_engine_sidecar
 from runtime.errors import ArtifactError, OutputExistsError, SourceError, SpecMismatchError
-from runtime.files import atomic_path, partial_path, refuse_overwrite, sha256_file
+from runtime.files import partial_path, refuse_overwrite, sha256_file
 from runtime.media import VideoFileWriter
 from runtime.onnx_session import open_session
 from runtime.predictor import Predictor
