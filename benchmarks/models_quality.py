@@ -20,8 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from export.bench_models import (PAPER_NAMES, available_models, checkpoint_folder,
-                                 paired_psnr_vs_stae)
+from export.bench_models import (PAPER_NAMES, available_models, committed_eval,
+                                 held_out_quality, paired_psnr_vs_stae)
 from export.bench_report import write_text
 from runtime.errors import ConfigError, StaeError
 from runtime.files import refuse_overwrite
@@ -29,51 +29,45 @@ from runtime.plots import save_figure
 
 
 def model_quality(name: str) -> dict[str, Any] | None:
-    """One model's row: per_clip {gain_db, ssim_gain}, horizon_psnr_db [model per horizon],
-    copy_last_horizon_psnr_db, vs_stae (None for STAE itself); None when it is not trained."""
-    path = checkpoint_folder(name) / "eval.json"
-    if not path.is_file():
+    """One model's row: per_clip (``export.bench_models.held_out_quality``), horizon_psnr_db
+    [model per horizon], copy_last_horizon_psnr_db, vs_stae (None for STAE itself); None when it
+    is not trained."""
+    report = committed_eval(name)
+    if report is None:
         return None
-    report = json.loads(path.read_text())
-    return {"per_clip": {clip: {"gain_db": values["gain_db"],
-                                "ssim_gain": values["model_ssim"] - values["copy_last_ssim"]}
-                         for clip, values in report["per_clip"].items()},
+    return {"per_clip": held_out_quality(name),
             "horizon_psnr_db": [entry["model"] for entry in report["horizon_psnr_db"]],
             "copy_last_horizon_psnr_db": [entry["copy_last"]
                                           for entry in report["horizon_psnr_db"]],
-            "vs_stae": None if name == "stae" else paired_psnr_vs_stae(name)}
+            "vs_stae": paired_psnr_vs_stae(name)}
 
 
 def quality_markdown(rows: dict[str, dict[str, Any] | None]) -> str:
-    """The side-by-side table: one line per model, untrained models said so."""
+    """The side-by-side table: one line per model, untrained models said so, then copy-last."""
     trained = [row for row in rows.values() if row]
     clips = list(trained[0]["per_clip"]) if trained else []
     horizons = len(trained[0]["horizon_psnr_db"]) if trained else 0
     columns = ["model", *(f"{clip} gain dB (SSIM)" for clip in clips),
                *(f"closed loop h{h} dB" for h in range(1, horizons + 1)),
                "vs STAE, same frames: dB [95% CI], frames ahead"]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    table = [columns, ["---"] * len(columns)]
     for name, row in rows.items():
         label = PAPER_NAMES.get(name, name)
         if row is None:
-            lines.append(f"| {label} | " + " | ".join(["not trained"] + [""] * (len(columns) - 2))
-                         + " |")
+            table.append([label, "not trained"] + [""] * (len(columns) - 2))
             continue
         vs, gains = row["vs_stae"], row["per_clip"]
-        cells = [label,
-                 *(f"{gains[clip]['gain_db']:+.2f} ({gains[clip]['ssim_gain']:+.3f})"
-                   for clip in clips),
-                 *(f"{psnr:.2f}" for psnr in row["horizon_psnr_db"]),
-                 "(reference)" if vs is None else
-                 f"{vs['mean_db']:+.2f} [{vs['ci95_db'][0]:+.2f}, {vs['ci95_db'][1]:+.2f}], "
-                 f"{vs['better']}/{vs['targets']}"]
-        lines.append("| " + " | ".join(cells) + " |")
+        table.append([label,
+                      *(f"{gains[clip]['gain_db']:+.2f} ({gains[clip]['ssim_gain']:+.3f})"
+                        for clip in clips),
+                      *(f"{psnr:.2f}" for psnr in row["horizon_psnr_db"]),
+                      "(reference)" if vs is None else
+                      f"{vs['mean_db']:+.2f} [{vs['ci95_db'][0]:+.2f}, {vs['ci95_db'][1]:+.2f}], "
+                      f"{vs['better']}/{vs['targets']}"])
     if trained:
-        copy_last = trained[0]["copy_last_horizon_psnr_db"]
-        lines.append("| copy-last | " + " | ".join([""] * len(clips))
-                     + (" | " if clips else "") + " | ".join(f"{psnr:.2f}" for psnr in copy_last)
-                     + " |  |")
-    return "\n".join(lines) + "\n"
+        table.append(["copy-last", *[""] * len(clips),
+                      *(f"{psnr:.2f}" for psnr in trained[0]["copy_last_horizon_psnr_db"]), ""])
+    return "".join("| " + " | ".join(cells) + " |\n" for cells in table)
 
 
 def save_quality_plot(path: Path, rows: dict[str, dict[str, Any] | None]) -> Path:

@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
             label = name or model_name(args, provenance)
             params[label] = sum(p.numel() for p in model.parameters())
             quality[label] = held_out_quality(name) if name else None
-            paired[label] = paired_psnr_vs_stae(name) if name and name != "stae" else None
+            paired[label] = paired_psnr_vs_stae(name) if name else None
             model_folder = Path(folder) / name if name else Path(folder)
             for size in settings.frame_sizes:
                 rows += bench_frame_size(model, provenance, _at_frame_size(model.config, size),

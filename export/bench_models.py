@@ -75,15 +75,27 @@ def checkpoint_folder(name: str) -> Path:
     return CHECKPOINTS_DIR / CHECKPOINT_FOLDERS.get(name, name)
 
 
-def held_out_quality(name: str) -> dict[str, Any] | None:
-    """Per clip {model_psnr_db, copy_last_psnr_db, gain_db, model_ssim, copy_last_ssim} from the
-    model's committed ``eval.json`` (teacher-forced, held-out frames); None if not trained."""
+def committed_eval(name: str) -> dict[str, Any] | None:
+    """Model ``name``'s committed ``stae eval --json`` report (``eval.json`` in its checkpoint
+    folder); None if it is not trained."""
     path = checkpoint_folder(name) / "eval.json"
-    if not path.is_file():
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def held_out_quality(name: str) -> dict[str, Any] | None:
+    """Per clip {model_psnr_db, copy_last_psnr_db, gain_db, model_ssim, copy_last_ssim,
+    ssim_gain} from the model's committed ``eval.json`` (teacher-forced, held-out frames; the
+    SSIM fields where it has them); None if not trained."""
+    report = committed_eval(name)
+    if report is None:
         return None
     keys = ("model_psnr_db", "copy_last_psnr_db", "gain_db", "model_ssim", "copy_last_ssim")
-    return {clip: {key: values[key] for key in keys if key in values}
-            for clip, values in json.loads(path.read_text())["per_clip"].items()}
+    quality = {clip: {key: values[key] for key in keys if key in values}
+               for clip, values in report["per_clip"].items()}
+    for values in quality.values():
+        if "model_ssim" in values and "copy_last_ssim" in values:
+            values["ssim_gain"] = values["model_ssim"] - values["copy_last_ssim"]
+    return quality
 
 
 def paired_psnr_vs_stae(name: str, resamples: int = 10_000, seed: int = 0
@@ -95,8 +107,10 @@ def paired_psnr_vs_stae(name: str, resamples: int = 10_000, seed: int = 0
     ``resamples`` draws, seeded), better (targets where ``name`` scores higher), targets, and
     per_clip_mean_db. The targets are consecutive frames of three clips, not independent draws,
     and one training seed per model: the interval says how the difference spreads over these
-    frames, not how it would move with another training run.
+    frames, not how it would move with another training run. None for ``stae`` itself.
     """
+    if name == "stae":
+        return None
     mine, stae = (_per_target_psnr(model) for model in (name, "stae"))
     if mine is None or stae is None:
         return None
@@ -114,11 +128,9 @@ def paired_psnr_vs_stae(name: str, resamples: int = 10_000, seed: int = 0
 
 
 def _per_target_psnr(name: str) -> dict[str, list[float]] | None:
-    path = checkpoint_folder(name) / "eval.json"
-    if not path.is_file():
-        return None
-    return {clip: values["model_psnr_db_per_step"]
-            for clip, values in json.loads(path.read_text())["per_clip"].items()}
+    report = committed_eval(name)
+    return None if report is None else {
+        clip: values["model_psnr_db_per_step"] for clip, values in report["per_clip"].items()}
 
 
 def _target_counts(per_clip: Mapping[str, list[float]]) -> dict[str, int]:
@@ -206,9 +218,7 @@ def _clip_gain(clip: str, values: Mapping[str, Any]) -> str:
     """One clip's held-out gain over copy-last, "city +4.95 (+0.012)": PSNR dB (SSIM); the SSIM
     part only where the clip's eval.json has it."""
     text = f"{clip} {values['gain_db']:+.2f}"
-    if "model_ssim" in values and "copy_last_ssim" in values:
-        text += f" ({values['model_ssim'] - values['copy_last_ssim']:+.3f})"
-    return text
+    return text + f" ({values['ssim_gain']:+.3f})" if "ssim_gain" in values else text
 
 
 def _ratio(value: float | None, base: float | None) -> float | None:
