@@ -159,11 +159,49 @@ def test_models_quality_script_puts_the_committed_evals_side_by_side(tmp_path):
     assert "q.md already exists; pass --force" in again.stderr and "Traceback" not in again.stderr
 
 
-def test_models_quality_lists_an_untrained_model_as_not_trained(only_stae_and_convlstm_trained):
+def _models_quality_module():
     spec = importlib.util.spec_from_file_location("models_quality", _models_quality_script())
     models_quality = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(models_quality)
+    return models_quality
+
+
+def test_models_quality_lists_an_untrained_model_as_not_trained(only_stae_and_convlstm_trained):
+    models_quality = _models_quality_module()
     rows = {name: models_quality.model_quality(name) for name in available_models()}
     assert rows["e3d_lstm"] is None and rows["convlstm"]["vs_stae"]["targets"] == 95
     table = models_quality.quality_markdown(rows)
     assert "| E3D-LSTM | not trained |" in table and "| ConvLSTM | +4.95 (+0.012) |" in table
+
+
+def test_models_quality_gives_the_first_and_last_100_steps_of_the_long_stream(
+        only_stae_and_convlstm_trained):
+    models_quality = _models_quality_module()
+    committed = json.loads((CHECKPOINTS_DIR / "convlstm" / "eval.json").read_text())["long_stream"]
+    row = models_quality.model_quality("convlstm")
+    assert row["long_stream"]["city"]["state_max_abs_per_window"] == \
+        committed["city"]["state_max_abs_per_window"]
+    summary = models_quality.long_stream_summary(row["long_stream"])
+    clips = list(committed.values())
+    assert summary["gain_last_db"] == pytest.approx(
+        sum(c["gain_db_per_window"][-1] for c in clips) / len(clips))
+    assert summary["state_last"] == max(c["state_max_abs_per_window"][-1] for c in clips)
+    assert committed["city"]["steps"] == 1000
+    table = models_quality.quality_markdown({"convlstm": row})
+    assert "| 1000-step stream: gain dB, first -> last 100 steps |" in table
+    assert f"| {summary['gain_first_db']:+.2f} -> {summary['gain_last_db']:+.2f} | " \
+           f"{summary['state_first']:.3g} -> {summary['state_last']:.3g} |" in table
+
+
+def test_an_eval_without_a_long_stream_says_not_measured(only_stae_and_convlstm_trained):
+    from export import bench_models
+
+    models_quality = _models_quality_module()
+    path = bench_models.CHECKPOINTS_DIR / "convlstm" / "eval.json"
+    report = json.loads(path.read_text())
+    del report["long_stream"]
+    path.write_text(json.dumps(report))
+    rows = {"stae": models_quality.model_quality("stae"),
+            "convlstm": models_quality.model_quality("convlstm")}
+    assert rows["convlstm"]["long_stream"] is None
+    assert "| not measured |  |" in models_quality.quality_markdown(rows).splitlines()[3]

@@ -30,7 +30,7 @@ mkdir -p "$out"
 cp "$three" "$out/$name.pt"
 cp "$config" "$out/model_config.json"
 for stage in 1 2 3; do cp "$runs/$stage/log.jsonl" "$out/train_log.$stage.jsonl"; done
-"$bin/stae" eval "$out/$name.pt" --json > "$out/eval.json"
+"$bin/stae" eval "$out/$name.pt" --long-stream 1000 --json > "$out/eval.json"
 "$bin/python" - "$out" "$name" <<'PY'
 import json, sys
 from pathlib import Path
