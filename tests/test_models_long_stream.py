@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from export.bench_models import checkpoint_folder
+from export.bench_models import checkpoint_folder, model_arguments
 from stae_ref.checkpoint import load_checkpoint
 from stae_ref.evaluation import long_stream_stability
 from stae_ref.footage import forward_backward, load_clip
@@ -20,13 +20,11 @@ STATE_BOUNDED = {"stae_standard_ed", "e3d_lstm"}     # normalised memories
 
 
 def _short_stream(name: str, clip: str) -> tuple[dict, dict]:
-    folder = checkpoint_folder(name)
-    record = json.loads((folder / "checkpoint.json").read_text())
-    model, _ = load_checkpoint(folder / record["file"])
+    model, _ = load_checkpoint(model_arguments(name, seed=0).checkpoint)
     frames = forward_backward(load_clip(clip, model.config.frame_size), STEPS + 1)
     with torch.no_grad():
         measured = long_stream_stability(model, frames, window=100)
-    recorded = json.loads((folder / "eval.json").read_text())["long_stream"][clip]
+    recorded = json.loads((checkpoint_folder(name) / "eval.json").read_text())["long_stream"][clip]
     return measured, recorded
 
 
