@@ -14,9 +14,9 @@ import argparse
 import json
 import statistics
 
-from export.bench import city_frames, interleaved_latencies_ms
-from export.bench_backends import OnnxBackend
-from runtime.onnx_session import OnnxStepper
+from stae_deploy.benchmarks.bench import city_frames, interleaved_latencies_ms
+from stae_deploy.benchmarks.bench_backends import OnnxBackend
+from stae_deploy.runtime.onnx_session import OnnxStepper
 
 WARMUP = 5
 

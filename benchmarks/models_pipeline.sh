@@ -17,7 +17,7 @@ mkdir -p "$out"
 city=$("$bin/stae" data city --json | "$bin/python" -c 'import json,sys; print(json.load(sys.stdin)["city"])')
 for config in stae_ref/models/*.json; do
   name=$(basename "$config" .json)
-  read -r -a source < <("$bin/python" -c "from export.bench_models import model_arguments
+  read -r -a source < <("$bin/python" -c "from stae_deploy.benchmarks.bench_models import model_arguments
 source = model_arguments('$name', seed=0)
 print(f'--checkpoint {source.checkpoint}' if source.checkpoint else f'--config {source.config}')")
   echo "== $name" >&2

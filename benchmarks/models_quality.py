@@ -8,7 +8,7 @@ one-step PSNR and SSIM on the held-out frames of every clip, closed-loop PSNR at
 and a 1000-step stream per clip; the model folders are those of ``stae bench --models``); a model
 with no checkpoint folder is listed as not trained. Nothing is run: the numbers are the committed
 evaluations. Per model: the PSNR (SSIM) gain over copy-last per clip, the closed-loop PSNR per
-horizon, ``export.bench_models.paired_psnr_vs_stae`` (model minus STAE on the same frames, with a
+horizon, ``stae_deploy.benchmarks.bench_models.paired_psnr_vs_stae`` (model minus STAE on the same frames, with a
 bootstrap interval over frames and on how many frames the model is ahead), and the long stream:
 the gain over copy-last and the largest |state| value in the first and the last 100 steps (a
 camera that runs for hours needs both to stay put). ``--plot`` writes a PNG: the per-clip gains
@@ -23,16 +23,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from export.bench_models import (PAPER_NAMES, available_models, committed_eval,
+from stae_deploy.benchmarks.bench_models import (PAPER_NAMES, available_models, committed_eval,
                                  held_out_quality, paired_psnr_vs_stae)
-from export.bench_report import write_text
-from runtime.errors import ConfigError, StaeError
-from runtime.files import refuse_overwrite
-from runtime.plots import save_figure
+from stae_deploy.benchmarks.bench_report import write_text
+from stae_deploy.runtime.errors import ConfigError, StaeError
+from stae_deploy.runtime.files import refuse_overwrite
+from stae_deploy.runtime.plots import save_figure
 
 
 def model_quality(name: str) -> dict[str, Any] | None:
-    """One model's row: per_clip (``export.bench_models.held_out_quality``), horizon_psnr_db
+    """One model's row: per_clip (``stae_deploy.benchmarks.bench_models.held_out_quality``), horizon_psnr_db
     [model per horizon], copy_last_horizon_psnr_db, vs_stae (None for STAE itself), long_stream
     (per clip: steps, gain_db_per_window, state_max_abs_per_window, 100-step windows; None if its
     eval has no long stream); None when it is not trained."""

@@ -16,7 +16,7 @@ its next frame, two ways:
 
 Both Predictors share one onnxruntime session (``Predictor(predictor.backend, max_batch=1)``):
 two sessions stepped in turn steal each other's cores with their spinning workers (see
-``export.bench_backends.no_spinning``), and one session is what a deployment would run.
+``stae_deploy.benchmarks.bench_backends.no_spinning``), and one session is what a deployment would run.
 ``--separate-sessions`` opens a second session instead (``Predictor.load(..., max_batch=1)``),
 as a deployment running batch 1 only would, spinning workers and all. The two
 ways alternate which goes first each round, so both feel the same machine noise; ``--warmup``
@@ -42,13 +42,13 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from runtime.errors import ConfigError, NonFiniteStateError, StaeError
-from runtime.files import atomic_path, refuse_overwrite
-from runtime.plots import save_figure
-from runtime.machine import machine_info
-from runtime.predictor import Predictor, Stream
-from runtime.protocol import DYNAMIC_BATCH
-from stae_ref.footage import load_clips
+from stae_deploy.runtime.errors import ConfigError, NonFiniteStateError, StaeError
+from stae_deploy.runtime.files import atomic_path, refuse_overwrite
+from stae_deploy.runtime.plots import save_figure
+from stae_deploy.runtime.machine import machine_info
+from stae_deploy.runtime.predictor import Predictor, Stream
+from stae_deploy.runtime.protocol import DYNAMIC_BATCH
+from stae_deploy.stae_ref.footage import load_clips
 
 CLIP_ORDER = ("carphone", "city", "motion")     # stream i watches CLIP_ORDER[i % 3]
 WARMUP_ROUNDS = 3

@@ -15,10 +15,10 @@ import time
 import torch
 from tqdm import tqdm
 
-from stae_ref.config import STAEConfig
-from stae_ref.footage import load_clip
-from stae_ref.model import STAE
-from stae_ref.profile import gflop_per_step, parameter_count
+from stae_deploy.stae_ref.config import STAEConfig
+from stae_deploy.stae_ref.footage import load_clip
+from stae_deploy.stae_ref.model import STAE
+from stae_deploy.stae_ref.model_cost import gflop_per_step, parameter_count
 
 
 def main() -> None:

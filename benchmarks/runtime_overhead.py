@@ -18,11 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from runtime.onnx_session import OnnxStepper
-from runtime.predictor import Predictor
-from runtime.sources import FrameGrabber, SourceConfig
-from runtime.streaming import RunOptions, run_stream
-from stae_ref.footage import fetch, load_clip
+from stae_deploy.runtime.onnx_session import OnnxStepper
+from stae_deploy.runtime.predictor import Predictor
+from stae_deploy.runtime.sources import FrameGrabber, SourceConfig
+from stae_deploy.runtime.streaming import RunOptions, run_stream
+from stae_deploy.stae_ref.footage import fetch, load_clip
 
 WARMUP = 5
 

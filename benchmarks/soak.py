@@ -42,13 +42,13 @@ from typing import Any, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from runtime.errors import ConfigError, NonFiniteStateError, StaeError
-from runtime.files import atomic_path, refuse_overwrite
-from runtime.plots import save_figure
-from runtime.machine import machine_info, rss_mb
-from runtime.predictor import Predictor, Stream
-from runtime.protocol import DYNAMIC_BATCH
-from stae_ref.footage import load_clips
+from stae_deploy.runtime.errors import ConfigError, NonFiniteStateError, StaeError
+from stae_deploy.runtime.files import atomic_path, refuse_overwrite
+from stae_deploy.runtime.plots import save_figure
+from stae_deploy.runtime.machine import machine_info, rss_mb
+from stae_deploy.runtime.predictor import Predictor, Stream
+from stae_deploy.runtime.protocol import DYNAMIC_BATCH
+from stae_deploy.stae_ref.footage import load_clips
 
 CLIP_ORDER = ("carphone", "city", "motion")     # stream serial j watches CLIP_ORDER[j % 3]
 START_STRIDE = 37                               # frames between starts of streams on one clip

@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from runtime.errors import CalibrationError
+from stae_deploy.runtime.errors import CalibrationError
 
 ERROR_OUTPUT_PREFIX = "bias_error/"
 

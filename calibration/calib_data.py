@@ -15,9 +15,9 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from runtime.errors import CalibrationError
-from runtime.files import atomic_path
-from runtime.protocol import DYNAMIC_BATCH, IOSpec
+from stae_deploy.runtime.errors import CalibrationError
+from stae_deploy.runtime.files import atomic_path
+from stae_deploy.runtime.protocol import DYNAMIC_BATCH, IOSpec
 
 
 @dataclass(frozen=True)

@@ -36,12 +36,12 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from runtime.errors import ConfigError, SpecMismatchError
-from runtime.files import refuse_overwrite
-from runtime.metrics import linear_slope, psnr_db
-from runtime.onnx_session import OnnxStepper
-from stae_ref.footage import CLIPS, forward_backward
-from stae_ref.training_data import DEFAULT_HOLDOUT_FRACTION, split_clips
+from stae_deploy.runtime.errors import ConfigError, SpecMismatchError
+from stae_deploy.runtime.files import refuse_overwrite
+from stae_deploy.runtime.metrics import linear_slope, psnr_db
+from stae_deploy.runtime.onnx_session import OnnxStepper
+from stae_deploy.stae_ref.footage import CLIPS, forward_backward
+from stae_deploy.stae_ref.training_data import DEFAULT_HOLDOUT_FRACTION, split_clips
 
 PSNR_CAP_DB = 120.0
 SLOPE_TAIL_FRACTION = 0.6
@@ -195,7 +195,7 @@ def worst_case(per_stream: list[dict[str, Any]], name: str) -> dict[str, float]:
 def save_drift_plot(path: str | Path, report: dict[str, Any]) -> Path:
     """Four panels over the streams laid end to end: PSNR vs FP32 (free and control), error over
     predicted change, state relative error, PSNR vs truth."""
-    from runtime.plots import save_panel_plot
+    from stae_deploy.runtime.plots import save_panel_plot
 
     traces = list(report["traces"].values())
     variants = [k for k in traces[0] if k != "fp32"]
@@ -237,8 +237,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def variant_names(paths: list[str]) -> dict[str, str]:
     """Name each variant by its recorded precision: ``fp16``, ``int8`` (the default target),
     ``int8_onnxruntime`` (another target); a repeated name gets a number."""
-    from calibration.targets import DEFAULT_TARGET
-    from runtime.onnx_session import open_session
+    from stae_deploy.calibration.targets import DEFAULT_TARGET
+    from stae_deploy.runtime.onnx_session import open_session
 
     names: dict[str, str] = {}
     for path in paths:

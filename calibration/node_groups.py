@@ -14,7 +14,7 @@ export: ``cell.layers.0.conv_h.conv.weight``); every other node by its op type. 
                       and the memory updates; the attention softmax is op:Softmax in the plain
                       graph, op:ReduceMax/Exp/ReduceSum/Div in the fast one, ...)
 
-Convs that the fast graph merged (``export.graph_rewrites``) carry the joined weight names
+Convs that the fast graph merged (``stae_deploy.export.graph_rewrites``) carry the joined weight names
 ``a+b+c``; the patterns match the first, and merged convs always share a group.
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 ``op_types``        op types given Q/DQ (activations per tensor, weights per output channel,
                     all symmetric); every other op stays FP32.
-``exclude_groups``  node groups (``calibration.node_groups``) kept FP32 even if their op type is
+``exclude_groups``  node groups (``stae_deploy.calibration.node_groups``) kept FP32 even if their op type is
                     quantised.
 ``exclude_nodes``   node names kept FP32 as well (exact names).
 
@@ -21,8 +21,8 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
-from runtime.errors import ConfigError
-from stae_ref.config import check_known_fields
+from stae_deploy.runtime.errors import ConfigError
+from stae_deploy.stae_ref.config import check_known_fields
 
 ALL_OP_TYPES = "all"
 

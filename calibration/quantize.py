@@ -4,9 +4,9 @@
         [--op-types Conv ...] [--exclude-groups head ...] [--exclude-nodes NAME ...]
         [--no-bias-correction]
 
-Both targets read the same calibration file and the same policy (``calibration.policy``): what
+Both targets read the same calibration file and the same policy (``stae_deploy.calibration.policy``): what
 is quantised, and which node groups stay FP32. Then, on the same calibration data, each INT8
-conv's mean output error is removed from its bias (``calibration.bias_correction``). The INT8
+conv's mean output error is removed from its bias (``stae_deploy.calibration.bias_correction``). The INT8
 graph keeps the FP32 model's I/O (the recurrent state crosses steps in FP32) and its metadata,
 with precision "int8" and the target, policy, tool and calibration provenance in its notes.
 """
@@ -19,15 +19,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from calibration.bias_correction import correct_conv_biases
-from calibration.calib_data import batches, load_calibration, load_calibration_info
-from calibration.node_groups import group_nodes
-from calibration.policy import DEFAULT_POLICY, QuantPolicy
-from calibration.targets import DEFAULT_TARGET, TARGETS, target_named
-from export.onnx_graph import graph_io, load_model, save_model, verified_metadata, write_metadata
-from runtime.artifact import ArtifactMetadata, check_graph_io
-from runtime.errors import ArtifactError, CalibrationError
-from runtime.files import refuse_overwrite, sha256_file
+from stae_deploy.calibration.bias_correction import correct_conv_biases
+from stae_deploy.calibration.calib_data import batches, load_calibration, load_calibration_info
+from stae_deploy.calibration.node_groups import group_nodes
+from stae_deploy.calibration.policy import DEFAULT_POLICY, QuantPolicy
+from stae_deploy.calibration.targets import DEFAULT_TARGET, TARGETS, target_named
+from stae_deploy.export.onnx_graph import graph_io, load_model, save_model, verified_metadata, write_metadata
+from stae_deploy.runtime.artifact import ArtifactMetadata, check_graph_io
+from stae_deploy.runtime.errors import ArtifactError, CalibrationError
+from stae_deploy.runtime.files import refuse_overwrite, sha256_file
 
 
 def quantize_model(source: str | Path, calib_path: str | Path, output: str | Path,
@@ -37,7 +37,7 @@ def quantize_model(source: str | Path, calib_path: str | Path, output: str | Pat
     """Write the INT8 version of the fp32 artifact ``source`` to ``output``; returns its metadata.
 
     bias_correction: afterwards remove each INT8 conv's mean output error, measured on the
-    calibration data (``calibration.bias_correction``), which the memories would otherwise
+    calibration data (``stae_deploy.calibration.bias_correction``), which the memories would otherwise
     integrate.
     Refuses a calibration file recorded with another model (its sha256 is in calib.npz.json).
     """
@@ -97,7 +97,7 @@ def add_policy_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from export.check_cli import add_check_arguments
+    from stae_deploy.verify.check_cli import add_check_arguments
 
     parser.add_argument("model", help="the fp32 ONNX model exported by `stae export`")
     parser.add_argument("--calib", required=True, help="calibration file from `stae calibrate`")
@@ -128,8 +128,8 @@ def run(args: argparse.Namespace) -> int:
           f"{args.output} ({Path(args.output).stat().st_size / 2**20:.1f} MB)", file=sys.stderr)
     if args.no_check:
         return 0
-    from export.check_cli import run_checks_and_report
-    from export.reference import reference_or_source
+    from stae_deploy.verify.check_cli import run_checks_and_report
+    from stae_deploy.verify.reference import reference_or_source
 
     return run_checks_and_report(args.output, args,
                                  reference=reference_or_source(args.model, args.checkpoint))

@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from calibration.calib_data import CalibrationInfo, TensorRange, info_path, save_calibration
-from runtime.errors import ConfigError
-from runtime.files import refuse_overwrite, sha256_file
-from runtime.onnx_session import OnnxStepper
-from stae_ref.footage import CLIPS, forward_backward, read_frames
-from stae_ref.training_data import DEFAULT_HOLDOUT_FRACTION, split_clips
+from stae_deploy.calibration.calib_data import CalibrationInfo, TensorRange, info_path, save_calibration
+from stae_deploy.runtime.errors import ConfigError
+from stae_deploy.runtime.files import refuse_overwrite, sha256_file
+from stae_deploy.runtime.onnx_session import OnnxStepper
+from stae_deploy.stae_ref.footage import CLIPS, forward_backward, read_frames
+from stae_deploy.stae_ref.training_data import DEFAULT_HOLDOUT_FRACTION, split_clips
 
 
 def calibration_streams(frame_size: tuple[int, int], clips: tuple[str, ...],
@@ -91,7 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runtime.onnx_session import open_session
+    from stae_deploy.runtime.onnx_session import open_session
 
     output = refuse_overwrite(args.output, args.force)
     if not args.clips and not args.video:

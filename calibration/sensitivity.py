@@ -20,15 +20,15 @@ from typing import Any
 
 import onnx
 
-from calibration.drift import held_out_streams, measure_drift
-from calibration.node_groups import group_nodes
-from calibration.policy import ALL_OP_TYPES, DEFAULT_POLICY, QuantPolicy
-from calibration.quantize import quantize_model
-from calibration.targets import DEFAULT_TARGET, TARGETS
-from export.onnx_graph import load_model
-from runtime.files import refuse_overwrite
-from runtime.onnx_session import open_session
-from stae_ref.footage import CLIPS
+from stae_deploy.calibration.drift import held_out_streams, measure_drift
+from stae_deploy.calibration.node_groups import group_nodes
+from stae_deploy.calibration.policy import ALL_OP_TYPES, DEFAULT_POLICY, QuantPolicy
+from stae_deploy.calibration.quantize import quantize_model
+from stae_deploy.calibration.targets import DEFAULT_TARGET, TARGETS
+from stae_deploy.export.onnx_graph import load_model
+from stae_deploy.runtime.files import refuse_overwrite
+from stae_deploy.runtime.onnx_session import open_session
+from stae_deploy.stae_ref.footage import CLIPS
 
 COLUMNS = ("psnr_vs_fp32_db_mean", "err_over_delta_mean", "truth_gap_db",
            "buildup_slope_db_per_100_steps")

@@ -18,13 +18,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from export.onnx_graph import load_model, verified_metadata
-from runtime.artifact import write_engine_sidecar
-from runtime.backends.tensorrt_backend import require_tensorrt
-from runtime.errors import ConfigError, EngineBuildError
-from runtime.files import refuse_overwrite, sha256_file
-from runtime.protocol import DYNAMIC_BATCH, IOSpec
-from stae_ref.config import check_known_fields
+from stae_deploy.export.onnx_graph import load_model, verified_metadata
+from stae_deploy.runtime.artifact import write_engine_sidecar
+from stae_deploy.runtime.backends.tensorrt_backend import require_tensorrt
+from stae_deploy.runtime.errors import ConfigError, EngineBuildError
+from stae_deploy.runtime.files import refuse_overwrite, sha256_file
+from stae_deploy.runtime.protocol import DYNAMIC_BATCH, IOSpec
+from stae_deploy.stae_ref.config import check_known_fields
 
 
 @dataclass(frozen=True)
@@ -142,6 +142,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    from stae_cli import main
+    from stae_deploy.cli.main import main
 
     sys.exit(main(["build", *sys.argv[1:]]))

@@ -8,7 +8,7 @@
   padding and group become one Conv with concatenated output channels and a Split: one im2col
   and one larger GEMM instead of several (STAM's conv_t, conv_s and conv_o all read H^{k-1}).
   The merged weight is named ``first+second+...`` after the originals, so a name pattern that
-  matched the first conv (``calibration.node_groups``) still matches.
+  matched the first conv (``stae_deploy.calibration.node_groups``) still matches.
 
 Each rewrite returns how many places it changed; ``optimize_graph`` runs them all. New nodes
 take the place of the first node they replace, so the graph stays topologically sorted.

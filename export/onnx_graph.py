@@ -7,10 +7,10 @@ from pathlib import Path
 import onnx
 from google.protobuf.message import DecodeError
 
-from runtime.artifact import ArtifactMetadata, check_graph_io
-from runtime.errors import ArtifactError
-from runtime.files import atomic_path
-from runtime.protocol import DYNAMIC_BATCH, TensorSpec
+from stae_deploy.runtime.artifact import ArtifactMetadata, check_graph_io
+from stae_deploy.runtime.errors import ArtifactError
+from stae_deploy.runtime.files import atomic_path
+from stae_deploy.runtime.protocol import DYNAMIC_BATCH, TensorSpec
 
 # ONNX element type -> protocol dtype name.
 ONNX_DTYPES = {

@@ -32,16 +32,16 @@ Two more exact rearrangements (same FLOPs, fewer copies):
   group per sub-pixel) and one depth-to-space of the 3-channel prediction ends the step, instead
   of three depth-to-spaces of 3*T channels and a full-resolution head.
 
-With ``encoder_decoder == "shared"`` (the ablation "STAE w/o ED", see ``stae_ref.model``) only
+With ``encoder_decoder == "shared"`` (the ablation "STAE w/o ED", see ``stae_deploy.stae_ref.model``) only
 ``output_encoder`` and ``output_decoder`` exist, the one latent is all three cell inputs, the
 decoder reads the cell's top hidden state and its frames go straight to the (grouped) time collapse, as in the reference.
 
 Module paths start like the reference's (``cell.layers.0.conv_h.conv``,
 ``spatial_decoder.to_pixels.features``, ``frame_fuse``), so exported initializer names, and with
-them the INT8 node groups (``calibration.node_groups``), carry over.
+them the INT8 node groups (``stae_deploy.calibration.node_groups``), carry over.
 The weights are derived from the reference at construction; nothing is trained or approximated:
 ``stae check`` compares the exported graph against the unmodified reference. After export,
-``export.graph_rewrites`` makes the ONNX graph cheaper still (``export.to_onnx.GRAPHS``).
+``stae_deploy.export.graph_rewrites`` makes the ONNX graph cheaper still (``stae_deploy.export.to_onnx.GRAPHS``).
 """
 from __future__ import annotations
 
@@ -50,12 +50,12 @@ import copy
 import torch
 from torch import nn
 
-from runtime.errors import ConfigError
-from stae_ref.cells import cell_class
-from stae_ref.cells.base import Latents
-from stae_ref.layers import Decoder, _PixelShuffleStage
-from stae_ref.model import STAE
-from stae_ref.state_spec import CLIP_WINDOW, io_spec
+from stae_deploy.runtime.errors import ConfigError
+from stae_deploy.stae_ref.cells import cell_class
+from stae_deploy.stae_ref.cells.base import Latents
+from stae_deploy.stae_ref.layers import Decoder, _PixelShuffleStage
+from stae_deploy.stae_ref.model import STAE
+from stae_deploy.stae_ref.state_spec import CLIP_WINDOW, io_spec
 
 
 def time_stacked_conv(conv: nn.Conv3d, time: int) -> nn.Conv2d:

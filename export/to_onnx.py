@@ -7,8 +7,8 @@
 Graph I/O is named from the state protocol, batch on axis 0, no Loop/Scan/If, every kernel an
 initializer. Two formulations of the same step, with the same weights and I/O (``GRAPHS``):
 ``fast`` (default) runs every Conv3d as a Conv2d over time-stacked channels
-(``export.time_stacked``); ``plain`` is the reference's own module tree, op for op. ``metadata_props`` carry the protocol, config, precision, checkpoint sha256 and
-preprocessing (``runtime.artifact``). The graph checks (``stae check``) run after every export.
+(``stae_deploy.export.time_stacked``); ``plain`` is the reference's own module tree, op for op. ``metadata_props`` carry the protocol, config, precision, checkpoint sha256 and
+preprocessing (``stae_deploy.runtime.artifact``). The graph checks (``stae check``) run after every export.
 """
 from __future__ import annotations
 
@@ -26,14 +26,14 @@ from typing import Any, Callable
 import onnx
 import torch
 
-from export.graph_rewrites import optimize_graph
-from export.onnx_graph import graph_io, load_model, save_model, write_metadata
-from runtime.artifact import ArtifactMetadata, check_graph_io
-from runtime.errors import ConfigError
-from runtime.files import refuse_overwrite
-from runtime.protocol import DYNAMIC_BATCH
-from export.time_stacked import TimeStackedSTAE
-from stae_ref.model import STAE
+from stae_deploy.export.graph_rewrites import optimize_graph
+from stae_deploy.export.onnx_graph import graph_io, load_model, save_model, write_metadata
+from stae_deploy.runtime.artifact import ArtifactMetadata, check_graph_io
+from stae_deploy.runtime.errors import ConfigError
+from stae_deploy.runtime.files import refuse_overwrite
+from stae_deploy.runtime.protocol import DYNAMIC_BATCH
+from stae_deploy.export.time_stacked import TimeStackedSTAE
+from stae_deploy.stae_ref.model import STAE
 
 DEFAULT_OPSET = 20
 
@@ -59,10 +59,10 @@ def export_onnx(model: STAE, output: str | Path, provenance: dict[str, Any], *,
                 graph: str = DEFAULT_GRAPH, force: bool = False) -> ArtifactMetadata:
     """Export ``model`` at its config's frame size to ``output``; returns the stored metadata.
 
-    graph: "fast" (time-stacked Conv2d plus ``export.graph_rewrites``, the default) or "plain"
+    graph: "fast" (time-stacked Conv2d plus ``stae_deploy.export.graph_rewrites``, the default) or "plain"
     (the reference's ops); stored in the metadata notes as ``graph`` (and ``graph_rewrites``).
 
-    provenance: where the weights came from (``stae_ref.commands.common.load_model``); stored in
+    provenance: where the weights came from (``stae_deploy.cli.args.load_model``); stored in
     the metadata so ``stae check`` can rebuild the exact reference. Refuses to overwrite
     ``output`` unless ``force``.
     """
@@ -113,8 +113,8 @@ def export_onnx(model: STAE, output: str | Path, provenance: dict[str, Any], *,
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from export.check_cli import add_check_arguments
-    from stae_ref.commands.common import add_model_source
+    from stae_deploy.verify.check_cli import add_check_arguments
+    from stae_deploy.cli.args import add_model_source
 
     add_model_source(parser)
     parser.add_argument("--output", "-o", required=True, help="the ONNX file to write")
@@ -131,9 +131,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from export.build_engine import BuildConfig, trtexec_command
-    from export.check_cli import run_checks_and_report
-    from stae_ref.commands.common import load_model as load_reference
+    from stae_deploy.export.build_engine import BuildConfig, trtexec_command
+    from stae_deploy.verify.check_cli import run_checks_and_report
+    from stae_deploy.cli.args import load_model as load_reference
 
     model, provenance = load_reference(args)
     if "random_seed" in provenance:
@@ -160,6 +160,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    from stae_cli import main
+    from stae_deploy.cli.main import main
 
     sys.exit(main(["export", *sys.argv[1:]]))

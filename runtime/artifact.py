@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from runtime.errors import ArtifactError, ProtocolError, SpecMismatchError
-from runtime.files import atomic_path
-from runtime.protocol import DYNAMIC_BATCH, IOSpec, TensorSpec
+from stae_deploy.runtime.errors import ArtifactError, ProtocolError, SpecMismatchError
+from stae_deploy.runtime.files import atomic_path
+from stae_deploy.runtime.protocol import DYNAMIC_BATCH, IOSpec, TensorSpec
 
 ARTIFACT_FORMAT_VERSION = 1
 PRECISIONS = ("fp32", "fp16", "int8")
-# The model-frame convention (runtime.frames): stored so a foreign loader can reproduce it.
+# The model-frame convention (stae_deploy.runtime.frames): stored so a foreign loader can reproduce it.
 DEFAULT_PREPROCESSING = {"color": "RGB", "range": [0.0, 1.0], "layout": "NCHW",
                          "dtype": "float32", "resize": "centre crop to aspect, area resize"}
 
@@ -40,7 +40,7 @@ class ArtifactMetadata:
     config:            the model config as a JSON object (``STAEConfig.to_dict()``).
     precision:         "fp32", "fp16" or "int8": how the graph computes.
     checkpoint_sha256: sha256 of the weights' checkpoint; None for seeded random weights.
-    preprocessing:     how frames must be prepared (see ``runtime.frames``).
+    preprocessing:     how frames must be prepared (see ``stae_deploy.runtime.frames``).
     notes:             free-form provenance (e.g. the random-weight seed, precision options).
     """
 

@@ -15,9 +15,9 @@ import json
 import sys
 from pathlib import Path
 
-from runtime.errors import ConfigError, SourceError
-from runtime.files import refuse_overwrite
-from runtime.streaming import RunOptions
+from stae_deploy.runtime.errors import ConfigError, SourceError
+from stae_deploy.runtime.files import refuse_overwrite
+from stae_deploy.runtime.streaming import RunOptions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,9 +54,9 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from runtime.predictor import Predictor
-    from runtime.sources import FrameGrabber, SourceConfig
-    from runtime.streaming import StreamOutputs, run_streams
+    from stae_deploy.runtime.predictor import Predictor
+    from stae_deploy.runtime.sources import FrameGrabber, SourceConfig
+    from stae_deploy.runtime.streaming import StreamOutputs, run_streams
 
     if args.show and not _has_gui():
         raise ConfigError("--show: this OpenCV has no GUI (opencv-python-headless); drop --show "
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
             on_step=on_step, log=log)
     for uri, summary, files in zip(inputs, summaries, per_stream):
         if files["plot"] is not None:
-            from runtime.plots import save_line_plot
+            from stae_deploy.runtime.plots import save_line_plot
 
             save_line_plot(files["plot"], {"inference (ms)": summary.infer_ms,
                                            "capture to prediction (ms)": summary.latency_ms},

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.files import refuse_overwrite
-from runtime.plots import save_line_plot
+from stae_deploy.runtime.files import refuse_overwrite
+from stae_deploy.runtime.plots import save_line_plot
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

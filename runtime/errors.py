@@ -3,7 +3,16 @@
 Every error a user can cause (a bad config value, a wrong frame, an artifact that does not match
 its protocol, footage that cannot be fetched) is a subclass of :class:`StaeError` whose message
 names the field, tensor or file and says what was expected. Bugs are not ``StaeError``s.
+
+:func:`exit_code_of` is the one boundary where a user error becomes a message and an exit code:
+the ``stae`` command and every benchmark script go through it.
 """
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+USER_ERROR_EXIT_CODE = 2
 
 
 class StaeError(Exception):
@@ -64,3 +73,16 @@ class CudaError(StaeError):
 
 class CalibrationError(StaeError):
     """A calibration file is missing, foreign to the model, or does not match its protocol."""
+
+
+def exit_code_of(program: str, command: Callable[[], int | None]) -> int:
+    """Run ``command`` and return its exit code (None counts as 0).
+
+    A :class:`StaeError` prints one line, ``{program}: error: {message}``, on stderr and returns
+    :data:`USER_ERROR_EXIT_CODE`; anything else is a bug and keeps its traceback.
+    """
+    try:
+        return int(command() or 0)
+    except StaeError as err:
+        print(f"{program}: error: {err}", file=sys.stderr)
+        return USER_ERROR_EXIT_CODE

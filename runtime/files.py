@@ -8,7 +8,7 @@ import hashlib
 from pathlib import Path
 from typing import Iterator
 
-from runtime.errors import OutputExistsError
+from stae_deploy.runtime.errors import OutputExistsError
 
 
 def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from runtime.errors import FrameFormatError
+from stae_deploy.runtime.errors import FrameFormatError
 
 
 # Channel count of a camera frame -> the OpenCV conversion to BGR (None: already BGR).

@@ -7,8 +7,8 @@ from types import TracebackType
 import cv2
 import numpy as np
 
-from runtime.errors import StaeError
-from runtime.files import partial_path
+from stae_deploy.runtime.errors import StaeError
+from stae_deploy.runtime.files import partial_path
 
 LABEL_HEIGHT_PX = 22
 

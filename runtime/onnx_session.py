@@ -12,10 +12,10 @@ from typing import Callable, Sequence, cast
 import numpy as np
 import onnxruntime as ort
 
-from runtime.artifact import ArtifactMetadata, check_graph_io, require_artifact_file
-from runtime.errors import ArtifactError
-from runtime.files import sniff_format
-from runtime.protocol import DYNAMIC_BATCH, TensorSpec
+from stae_deploy.runtime.artifact import ArtifactMetadata, check_graph_io, require_artifact_file
+from stae_deploy.runtime.errors import ArtifactError
+from stae_deploy.runtime.files import sniff_format
+from stae_deploy.runtime.protocol import DYNAMIC_BATCH, TensorSpec
 
 ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int8)": "int8",
               "tensor(uint8)": "uint8", "tensor(int32)": "int32", "tensor(int64)": "int64",

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from runtime.files import atomic_path
+from stae_deploy.runtime.files import atomic_path
 
 Series = Mapping[str, Sequence[float]]       # label -> y values at x = 0, 1, ...
 

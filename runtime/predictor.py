@@ -25,10 +25,10 @@ from typing import Sequence
 
 import numpy as np
 
-from runtime.artifact import ArtifactMetadata
-from runtime.backends.base import Backend, StateSet
-from runtime.errors import ConfigError, FrameFormatError, NonFiniteStateError
-from runtime.protocol import DYNAMIC_BATCH, IOSpec
+from stae_deploy.runtime.artifact import ArtifactMetadata
+from stae_deploy.runtime.backends.base import Backend, StateSet
+from stae_deploy.runtime.errors import ConfigError, FrameFormatError, NonFiniteStateError
+from stae_deploy.runtime.protocol import DYNAMIC_BATCH, IOSpec
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
@@ -104,10 +104,10 @@ class Predictor:
              cuda_graphs: bool = False, max_batch: int | None = None) -> "Predictor":
         """Open an ONNX file (onnxruntime, ``provider`` cpu/cuda/tensorrt) or a TensorRT engine."""
         if Path(path).suffix in ENGINE_SUFFIXES:
-            from runtime.backends.tensorrt_backend import TensorRTBackend
+            from stae_deploy.runtime.backends.tensorrt_backend import TensorRTBackend
 
             return cls(TensorRTBackend(path, cuda_graphs=cuda_graphs), max_batch)
-        from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+        from stae_deploy.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 
         return cls(OnnxRuntimeBackend(path, provider, threads), max_batch)
 
@@ -232,7 +232,7 @@ class Predictor:
             raise FrameFormatError(f"tensor '{name}': expected a numpy array, "
                                    f"got {type(frame).__name__}")
         if frame.shape != expected:
-            hint = " (a camera frame? convert it with runtime.frames.bgr_to_model_frame)" \
+            hint = " (a camera frame? convert it with stae_deploy.runtime.frames.bgr_to_model_frame)" \
                 if frame.ndim == 3 and frame.shape[-1] == 3 else ""
             raise FrameFormatError(f"tensor '{name}': got shape {frame.shape}, "
                                    f"expected {expected} (RGB, channels first){hint}")

@@ -1,7 +1,7 @@
 """The state protocol: every graph input and output, its shape and dtype, and the explicit pairing
 of each recurrent-state input with the output that becomes it at the next step.
 
-Defined once here (torch-free), built for a model by ``stae_ref.state_spec.io_spec(config)``,
+Defined once here (torch-free), built for a model by ``stae_deploy.stae_ref.state_spec.io_spec(config)``,
 written into every artifact, and read back from it by the exporter, runtime, calibration and
 tests. Nothing else re-types a state name or shape.
 
@@ -19,7 +19,7 @@ from typing import Any, Mapping, Union
 
 import numpy as np
 
-from runtime.errors import FrameFormatError, ProtocolError
+from stae_deploy.runtime.errors import FrameFormatError, ProtocolError
 
 PROTOCOL_FORMAT_VERSION = 1
 DYNAMIC_BATCH = "batch"

@@ -23,8 +23,8 @@ from urllib.parse import urlsplit
 import cv2
 import numpy as np
 
-from runtime.errors import ConfigError, SourceError
-from runtime.files import sniff_format
+from stae_deploy.runtime.errors import ConfigError, SourceError
+from stae_deploy.runtime.files import sniff_format
 
 
 @dataclass(frozen=True)

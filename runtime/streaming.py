@@ -22,13 +22,13 @@ from typing import Any, Callable, Sequence, TextIO
 import cv2
 import numpy as np
 
-from runtime.errors import ConfigError, NonFiniteStateError, SourceError
-from runtime.files import partial_path
-from runtime.frames import bgr_to_model_frame, model_frame_to_bgr
-from runtime.media import VideoFileWriter, side_by_side
-from runtime.metrics import psnr_db
-from runtime.predictor import Predictor, Stream
-from runtime.sources import FrameEvent, FrameGrabber
+from stae_deploy.runtime.errors import ConfigError, NonFiniteStateError, SourceError
+from stae_deploy.runtime.files import partial_path
+from stae_deploy.runtime.frames import bgr_to_model_frame, model_frame_to_bgr
+from stae_deploy.runtime.media import VideoFileWriter, side_by_side
+from stae_deploy.runtime.metrics import psnr_db
+from stae_deploy.runtime.predictor import Predictor, Stream
+from stae_deploy.runtime.sources import FrameEvent, FrameGrabber
 
 HEATMAP_GAIN = 4.0   # |error| in [0, 1] x gain -> colour map
 POLL_INTERVAL_S = 0.0005
@@ -122,7 +122,7 @@ def error_heatmap(predicted: np.ndarray, actual: np.ndarray) -> np.ndarray:
 
 class JsonLinesWriter:
     """Per-step records as JSON lines, written under the file's partial name and renamed to the
-    final name by :meth:`close` (same policy as :class:`runtime.media.VideoFileWriter`: a killed
+    final name by :meth:`close` (same policy as :class:`stae_deploy.runtime.media.VideoFileWriter`: a killed
     run leaves only the partial name; :meth:`abort` keeps what was written under it)."""
 
     def __init__(self, path: Path):

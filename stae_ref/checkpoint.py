@@ -6,10 +6,10 @@ from typing import Any
 
 import torch
 
-from runtime.errors import CheckpointError, StaeError
-from runtime.files import refuse_overwrite, sha256_file
-from stae_ref.config import STAEConfig
-from stae_ref.model import STAE
+from stae_deploy.runtime.errors import CheckpointError, StaeError
+from stae_deploy.runtime.files import refuse_overwrite, sha256_file
+from stae_deploy.stae_ref.config import STAEConfig
+from stae_deploy.stae_ref.model import STAE
 
 CHECKPOINT_FORMAT = "stae-deploy-checkpoint"
 CHECKPOINT_VERSION = 1

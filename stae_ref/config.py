@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from runtime.errors import ConfigError
+from stae_deploy.runtime.errors import ConfigError
 
 HEADS = ("direct", "residual")
 ENCODER_DECODERS = ("separate", "shared")
@@ -36,7 +36,7 @@ class STAEConfig:
     kernel:         (t, h, w) kernel of the recurrent convolutions.
     clip_len:       frames per step's input clip L (previous L-1 frames + the current one); it is
                     also the latent's time extent T.
-    cell:           recurrent cell type (see ``stae_ref.cells``).
+    cell:           recurrent cell type (see ``stae_deploy.stae_ref.cells``).
     head:           "direct" predicts the frame with eq. (8); "residual" predicts
                     v_t + eq. (8) with the last conv zero-initialised (a documented deviation).
     decoder_skip:   feed the space-to-depth input clip to each decoder's last conv, so the
@@ -47,7 +47,7 @@ class STAEConfig:
                     "shared": the paper's ablation "STAE w/o ED" (Table 3), standard encoders
                     and decoders: one encoder whose latent is all three cell inputs, and one
                     decoder of the cell's output latent whose frames go straight to the time
-                    collapse (eq. (8) has no streams left to fuse; see ``stae_ref.model``).
+                    collapse (eq. (8) has no streams left to fuse; see ``stae_deploy.stae_ref.model``).
 
     With the defaults the latent is 64x2x16x16 at 512x512 and 64x2x8x8 at 256x256: one set of
     weights runs at both sizes, since nothing in the network depends on the resolution.

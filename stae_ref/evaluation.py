@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from runtime.metrics import linear_slope, psnr_db, ssim
-from stae_ref.model import STAE
-from stae_ref.training_data import ClipSplit
+from stae_deploy.runtime.metrics import linear_slope, psnr_db, ssim
+from stae_deploy.stae_ref.model import STAE
+from stae_deploy.stae_ref.training_data import ClipSplit
 
 
 @dataclass

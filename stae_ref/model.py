@@ -12,7 +12,7 @@ decoder's output is the frame, as in every standard encoder-decoder predictor. T
 (T -> 1) is kept, as every configuration needs it, and with it the residual head. The one encoder
 and decoder keep the module paths ``output_encoder`` / ``output_decoder`` (the paths of OE and OD),
 which keep
-checkpoints, exported initializer names and the INT8 node groups (``calibration.node_groups``)
+checkpoints, exported initializer names and the INT8 node groups (``stae_deploy.calibration.node_groups``)
 working unchanged.
 
 Two ways in:
@@ -29,12 +29,12 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from runtime.errors import FrameFormatError
-from runtime.protocol import IOSpec
-from stae_ref.cells import Latents, cell_class
-from stae_ref.config import STAEConfig
-from stae_ref.layers import Decoder, Encoder, space_to_depth
-from stae_ref.state_spec import CLIP_WINDOW, FRAME, io_spec
+from stae_deploy.runtime.errors import FrameFormatError
+from stae_deploy.runtime.protocol import IOSpec
+from stae_deploy.stae_ref.cells import Latents, cell_class
+from stae_deploy.stae_ref.config import STAEConfig
+from stae_deploy.stae_ref.layers import Decoder, Encoder, space_to_depth
+from stae_deploy.stae_ref.state_spec import CLIP_WINDOW, FRAME, io_spec
 
 
 class Rollout(NamedTuple):

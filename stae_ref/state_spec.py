@@ -1,4 +1,4 @@
-"""What the reference's state *is*: STAEConfig -> the state protocol (runtime.protocol.IOSpec).
+"""What the reference's state *is*: STAEConfig -> the state protocol (stae_deploy.runtime.protocol.IOSpec).
 
 The only place that names the model's tensors. The frame and prediction are RGB float32 in [0, 1],
 NCHW; the clip window holds the previous ``clip_len - 1`` frames; the rest is the cell's state.
@@ -6,9 +6,9 @@ Each state input ``X`` is paired with the output ``next_X``.
 """
 from __future__ import annotations
 
-from runtime.protocol import Dim, IOSpec, StatePair, TensorSpec
-from stae_ref.cells import cell_class
-from stae_ref.config import STAEConfig
+from stae_deploy.runtime.protocol import Dim, IOSpec, StatePair, TensorSpec
+from stae_deploy.stae_ref.cells import cell_class
+from stae_deploy.stae_ref.config import STAEConfig
 
 FRAME = "frame"
 PREDICTION = "prediction"

@@ -2,7 +2,7 @@
 
     stae train --config model.json --run-dir runs/demo --iterations 3000 [--resume]
 
-Training frames only (``stae_ref.training_data``): held-out frames are never inputs or targets.
+Training frames only (``stae_deploy.stae_ref.training_data``): held-out frames are never inputs or targets.
 Every ``--val-every`` iterations the model is scored on the held-out frames (teacher-forced PSNR
 vs copy-last) and the run is saved to ``RUN_DIR/last.pt`` (model, optimiser, RNG states), so a
 stopped run resumes exactly. At the end ``RUN_DIR/model.pt`` is a normal stae checkpoint whose
@@ -24,13 +24,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from runtime.errors import CheckpointError, ConfigError
-from runtime.files import sha256_file
-from stae_ref.checkpoint import save_checkpoint
-from stae_ref.config import STAEConfig, check_known_fields
-from stae_ref.evaluation import evaluate
-from stae_ref.model import STAE
-from stae_ref.training_data import DEFAULT_HOLDOUT_FRACTION, SequenceSampler, split_clips
+from stae_deploy.runtime.errors import CheckpointError, ConfigError
+from stae_deploy.runtime.files import sha256_file
+from stae_deploy.stae_ref.checkpoint import save_checkpoint
+from stae_deploy.stae_ref.config import STAEConfig, check_known_fields
+from stae_deploy.stae_ref.evaluation import evaluate
+from stae_deploy.stae_ref.model import STAE
+from stae_deploy.stae_ref.training_data import DEFAULT_HOLDOUT_FRACTION, SequenceSampler, split_clips
 
 STATE_FILE, LOG_FILE, MODEL_FILE, CONFIG_FILE = "last.pt", "log.jsonl", "model.pt", "train.json"
 LOSSES = ("mse", "psnr")
@@ -60,7 +60,7 @@ class TrainConfig:
     init_from: a checkpoint whose weights start the run (same parameter names and shapes, e.g.
     the same network with another cell update or head); None: seeded random initialisation.
     pause_probability: share of training sequences whose motion stops part-way (see
-    :class:`~stae_ref.training_data.SequenceSampler`).
+    :class:`~stae_deploy.stae_ref.training_data.SequenceSampler`).
     ema_decay: None, or keep an exponential moving average of the weights with this decay per
     iteration (0.995: about the last 200 iterations); validation and the final checkpoint then
     use the averaged weights, which do not swing with the last few batches."""
@@ -214,7 +214,7 @@ def update_average(averaged: torch.nn.Module, model: torch.nn.Module, decay: flo
 def initial_weights(path: str, model: STAE) -> dict[str, torch.Tensor]:
     """The weights of checkpoint ``path`` if they fit ``model`` exactly; a CheckpointError
     naming the first mismatching parameter otherwise."""
-    from stae_ref.checkpoint import load_checkpoint
+    from stae_deploy.stae_ref.checkpoint import load_checkpoint
 
     source, _ = load_checkpoint(path)
     weights, wanted = source.state_dict(), model.state_dict()

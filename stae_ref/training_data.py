@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.errors import ConfigError
-from stae_ref.footage import load_clip
+from stae_deploy.runtime.errors import ConfigError
+from stae_deploy.stae_ref.footage import load_clip
 
 DEFAULT_HOLDOUT_FRACTION = 0.2   # the last fifth of every clip is held out
 

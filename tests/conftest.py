@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from stae_ref.config import STAEConfig
-from stae_ref.model import STAE
+from stae_deploy.stae_ref.config import STAEConfig
+from stae_deploy.stae_ref.model import STAE
 
 # A small STAE for tests that run many steps: every mechanism of the default, fewer channels.
 SMALL_CONFIG = STAEConfig(frame_size=(64, 64), patch=4, stride2_stages=1, hidden=8, layers=3,
@@ -35,14 +35,14 @@ def small_model() -> STAE:
 @pytest.fixture(scope="session")
 def carphone_128() -> np.ndarray:
     """Real footage: all 120 carphone frames at 128x128, (120, 3, 128, 128) float32."""
-    from stae_ref.footage import load_clip
+    from stae_deploy.stae_ref.footage import load_clip
 
     return load_clip("carphone", (128, 128))
 
 
 def random_provenance(model: STAE, seed: int = 0) -> dict:
     """Provenance of seeded random weights, as `stae export` records it."""
-    from stae_ref.checkpoint import weights_sha256
+    from stae_deploy.stae_ref.checkpoint import weights_sha256
 
     return {"random_seed": seed, "weights_sha256": weights_sha256(model)}
 
@@ -50,7 +50,7 @@ def random_provenance(model: STAE, seed: int = 0) -> dict:
 @pytest.fixture(scope="session")
 def default_onnx_256(tmp_path_factory):
     """The paper's configuration exported at 256x256 (seeded random weights): (path, model)."""
-    from export.to_onnx import export_onnx
+    from stae_deploy.export.to_onnx import export_onnx
 
     model = seeded_model(STAEConfig(frame_size=(256, 256)))
     path = tmp_path_factory.mktemp("export") / "stae256.onnx"
@@ -61,7 +61,7 @@ def default_onnx_256(tmp_path_factory):
 @pytest.fixture(scope="session")
 def small_onnx_path(tmp_path_factory):
     """SMALL_CONFIG exported to ONNX (seeded random weights): (path, model)."""
-    from export.to_onnx import export_onnx
+    from stae_deploy.export.to_onnx import export_onnx
 
     model = seeded_model(SMALL_CONFIG)
     path = tmp_path_factory.mktemp("export") / "small.onnx"
@@ -72,7 +72,7 @@ def small_onnx_path(tmp_path_factory):
 @pytest.fixture(scope="session")
 def small_dynamic_onnx_path(tmp_path_factory) -> Path:
     """SMALL_CONFIG exported with a dynamic batch axis (seeded random weights)."""
-    from export.to_onnx import export_onnx
+    from stae_deploy.export.to_onnx import export_onnx
 
     model = seeded_model(SMALL_CONFIG)
     path = tmp_path_factory.mktemp("export") / "small_dynamic.onnx"
@@ -87,9 +87,9 @@ DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "stae_ref/checkpoints/de
 def demo_dynamic_onnx_path(tmp_path_factory) -> Path:
     """The committed demo checkpoint (128x128) exported with a dynamic batch axis: the model
     several camera streams share."""
-    from export.to_onnx import export_onnx
-    from runtime.files import sha256_file
-    from stae_ref.checkpoint import load_checkpoint, weights_sha256
+    from stae_deploy.export.to_onnx import export_onnx
+    from stae_deploy.runtime.files import sha256_file
+    from stae_deploy.stae_ref.checkpoint import load_checkpoint, weights_sha256
 
     model, _ = load_checkpoint(DEMO_CHECKPOINT)
     path = tmp_path_factory.mktemp("export") / "demo_dynamic.onnx"
@@ -115,9 +115,9 @@ requires_tensorrt = pytest.mark.skipif(
 
 
 def assert_fast_graph_is_the_reference_step(config: STAEConfig, label: str = "") -> None:
-    """float64, random state, batch 2: the time-stacked export module (``export.time_stacked``)
+    """float64, random state, batch 2: the time-stacked export module (``stae_deploy.export.time_stacked``)
     gives every output within 1e-12 of the reference step, in protocol shape."""
-    from export.time_stacked import TimeStackedSTAE
+    from stae_deploy.export.time_stacked import TimeStackedSTAE
 
     reference = seeded_model(config).double()
     fast = TimeStackedSTAE(reference).double().eval()
@@ -139,8 +139,8 @@ def assert_export_passes_and_runs(model: STAE, path: Path, frames: np.ndarray,
     """``path`` (an export of ``model``) passes every check of ``stae check`` with ``steps``
     teacher-forced steps over ``frames`` (K, 3, H, W), its clip window exact, and the torch-free
     Predictor's first 4 predictions are within 1e-4 (relative) of the reference's."""
-    from export.checks import check_artifact
-    from runtime.predictor import Predictor
+    from stae_deploy.verify.checks import check_artifact
+    from stae_deploy.runtime.predictor import Predictor
 
     report = check_artifact(path, model, frames, steps=steps, horizon=horizon, progress=False)
     assert report.passed, ([c for c in report.checks if not c.passed], report.parity.failures)

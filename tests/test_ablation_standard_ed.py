@@ -11,14 +11,14 @@ import onnx
 import pytest
 import torch
 
-from calibration.node_groups import group_nodes
-from export.time_stacked import TimeStackedSTAE
-from export.to_onnx import export_onnx
-from runtime.errors import ConfigError
-from stae_ref.cells import Latents
-from stae_ref.config import STAEConfig
-from stae_ref.footage import forward_backward, load_clip
-from stae_ref.layers import Decoder, Encoder
+from stae_deploy.calibration.node_groups import group_nodes
+from stae_deploy.export.time_stacked import TimeStackedSTAE
+from stae_deploy.export.to_onnx import export_onnx
+from stae_deploy.runtime.errors import ConfigError
+from stae_deploy.stae_ref.cells import Latents
+from stae_deploy.stae_ref.config import STAEConfig
+from stae_deploy.stae_ref.footage import forward_backward, load_clip
+from stae_deploy.stae_ref.layers import Decoder, Encoder
 
 from conftest import (SMALL_CONFIG, assert_export_passes_and_runs, assert_fast_graph_is_the_reference_step, random_provenance, seeded_model)
 
@@ -105,7 +105,7 @@ def test_shared_model_feeds_one_latent_to_all_three_cell_inputs_and_steps():
 
 def _stem(model, frame: torch.Tensor) -> torch.Tensor:
     """The space-to-depth clip the encoders read on the first step (zero history)."""
-    from stae_ref.layers import space_to_depth
+    from stae_deploy.stae_ref.layers import space_to_depth
 
     clip = torch.cat([torch.zeros_like(frame).unsqueeze(1)] * (model.config.clip_len - 1)
                      + [frame.unsqueeze(1)], dim=1)

@@ -5,12 +5,12 @@ import json
 
 import pytest
 
-from export.bench_backends import BACKENDS
-from export.bench_report import markdown_table
-from export.bench_subprocess import run_module_json
-from stae_cli import main
-from stae_ref.config import STAEConfig
-from stae_ref.profile import gflop_per_step
+from stae_deploy.benchmarks.bench_backends import BACKENDS
+from stae_deploy.benchmarks.bench_report import markdown_table
+from stae_deploy.benchmarks.bench_subprocess import run_module_json
+from stae_deploy.cli.main import main
+from stae_deploy.stae_ref.config import STAEConfig
+from stae_deploy.stae_ref.model_cost import gflop_per_step
 
 from conftest import seeded_model
 
@@ -99,7 +99,7 @@ def test_markdown_and_png_are_written(bench_run):
 
 def test_an_onnxruntime_backend_is_measured_in_a_process_without_torch(bench_run):
     work = bench_run[3]
-    answer = run_module_json("export.bench_memory", [
+    answer = run_module_json("stae_deploy.benchmarks.bench_memory", [
         "fast", str(work / "64x64" / "stae.fast.onnx"), "--frame-size", "64", "64",
         "--threads", "1", "--steps", "1"])
     assert answer["torch_loaded"] is False and answer["peak_rss_kib"] > 0
@@ -112,7 +112,7 @@ def test_existing_outputs_and_artifacts_are_refused_without_force(bench_run, tin
     assert main(argv) == 2
     assert f"{outputs['json']} already exists; pass --force" in capsys.readouterr().err
     assert outputs["json"].read_bytes() == before
-    monkeypatch.setattr("export.bench.matmul_gflops", lambda threads: {"numpy": 1.0, "best": 1.0})
+    monkeypatch.setattr("stae_deploy.benchmarks.bench.matmul_gflops", lambda threads: {"numpy": 1.0, "best": 1.0})
     assert main(["bench", "--config", str(tiny_config_path), "--frame-sizes", "64",
                  "--no-memory", "--work-dir", str(work)]) == 2
     assert f"{work / '64x64' / 'model.pt'} already exists; pass --force" in capsys.readouterr().err
@@ -123,8 +123,8 @@ def test_a_backend_that_cannot_be_built_is_reported_with_its_reason(tiny_config_
     def no_exporter(*args, **kwargs):
         raise ImportError("No module named 'onnxscript'")
 
-    monkeypatch.setattr("export.bench_artifacts.export_onnx", no_exporter)
-    monkeypatch.setattr("export.bench.matmul_gflops", lambda threads: {"numpy": 1.0, "best": 1.0})
+    monkeypatch.setattr("stae_deploy.benchmarks.bench_artifacts.export_onnx", no_exporter)
+    monkeypatch.setattr("stae_deploy.benchmarks.bench.matmul_gflops", lambda threads: {"numpy": 1.0, "best": 1.0})
     argv = ["bench", "--config", str(tiny_config_path), "--frame-sizes", "64", "--steps", "1",
             "--warmup", "0", "--backends", "eager", "fp16", "--no-memory", "--json", "-"]
     assert main(argv) == 0

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from export.bench_models import (CHECKPOINTS_DIR, PAPER_TABLE2, available_models,
+from stae_deploy.benchmarks.bench_models import (CHECKPOINTS_DIR, PAPER_TABLE2, available_models,
                                  comparison_markdown, comparison_rows, held_out_quality,
                                  paired_psnr_vs_stae, selected_models)
-from runtime.errors import ConfigError
+from stae_deploy.runtime.errors import ConfigError
 
 TABLE2_MODELS = ("stae", "convlstm", "st_lstm", "causal_lstm", "e3d_lstm", "stae_standard_ed")
 
@@ -23,7 +23,7 @@ def only_stae_and_convlstm_trained(tmp_path, monkeypatch):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "eval.json").write_bytes(
             (CHECKPOINTS_DIR / folder / "eval.json").read_bytes())
-    monkeypatch.setattr("export.bench_models.CHECKPOINTS_DIR", tmp_path)
+    monkeypatch.setattr("stae_deploy.benchmarks.bench_models.CHECKPOINTS_DIR", tmp_path)
 
 
 def test_every_model_of_the_comparison_has_a_config():
@@ -66,7 +66,7 @@ def test_ratios_are_to_convlstm_at_the_same_frame_size():
 
 
 def test_stae_bench_models_prints_table_2_for_this_machine(tmp_path, capsys):
-    from stae_cli import main
+    from stae_deploy.cli.main import main
 
     out = tmp_path / "table2.json"
     assert main(["bench", "--models", "stae", "convlstm", "--frame-sizes", "64", "--steps", "2",
@@ -125,7 +125,7 @@ def test_evals_on_different_held_out_frames_are_refused(tmp_path, monkeypatch):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "eval.json").write_text(json.dumps(
             {"per_clip": {"city": {"model_psnr_db_per_step": [30.0] * targets}}}))
-    monkeypatch.setattr("export.bench_models.CHECKPOINTS_DIR", tmp_path)
+    monkeypatch.setattr("stae_deploy.benchmarks.bench_models.CHECKPOINTS_DIR", tmp_path)
     with pytest.raises(ConfigError, match=r"eval.json of convlstm and of stae were measured on "
                                           r"different held-out frames \(\{'city': 4\} vs "):
         paired_psnr_vs_stae("convlstm")
@@ -194,7 +194,7 @@ def test_models_quality_gives_the_first_and_last_100_steps_of_the_long_stream(
 
 
 def test_an_eval_without_a_long_stream_says_not_measured(only_stae_and_convlstm_trained):
-    from export import bench_models
+    from stae_deploy.benchmarks import bench_models
 
     models_quality = _models_quality_module()
     path = bench_models.CHECKPOINTS_DIR / "convlstm" / "eval.json"

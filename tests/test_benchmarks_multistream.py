@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.errors import NonFiniteStateError
+from stae_deploy.runtime.errors import NonFiniteStateError
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 CLIP_LENGTHS = {"carphone": 120, "city": 116, "motion": 242}   # usable frames of each clip

@@ -7,13 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from export.to_onnx import export_onnx
-from stae_ref.cells.base import Latents
-from stae_ref.cells.causal_lstm import CausalLSTMLayer, CausalLSTMStack, GradientHighwayUnit
-from stae_ref.cells.e3d_lstm import E3DLSTMLayer, E3DLSTMStack, recall
-from stae_ref.config import STAEConfig
-from stae_ref.footage import load_clip
-from stae_ref.state_spec import io_spec
+from stae_deploy.export.to_onnx import export_onnx
+from stae_deploy.stae_ref.cells.base import Latents
+from stae_deploy.stae_ref.cells.causal_lstm import CausalLSTMLayer, CausalLSTMStack, GradientHighwayUnit
+from stae_deploy.stae_ref.cells.e3d_lstm import E3DLSTMLayer, E3DLSTMStack, recall
+from stae_deploy.stae_ref.config import STAEConfig
+from stae_deploy.stae_ref.footage import load_clip
+from stae_deploy.stae_ref.state_spec import io_spec
 
 from conftest import (SMALL_CONFIG, assert_export_passes_and_runs, assert_fast_graph_is_the_reference_step, random_provenance, seeded_model)
 

@@ -7,15 +7,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from export.to_onnx import export_onnx
-from export.triton_graph import state_mispairs
-from stae_ref.cells import Latents, cell_class
-from stae_ref.cells.convlstm import ConvLSTMLayer, ConvLSTMStack
-from stae_ref.cells.st_lstm import STLSTMLayer, STLSTMStack
-from stae_ref.config import STAEConfig
-from stae_ref.footage import forward_backward, load_clip
-from stae_ref.layers import ConvNorm
-from stae_ref.state_spec import io_spec
+from stae_deploy.export.to_onnx import export_onnx
+from stae_deploy.serving.triton_graph import state_mispairs
+from stae_deploy.stae_ref.cells import Latents, cell_class
+from stae_deploy.stae_ref.cells.convlstm import ConvLSTMLayer, ConvLSTMStack
+from stae_deploy.stae_ref.cells.st_lstm import STLSTMLayer, STLSTMStack
+from stae_deploy.stae_ref.config import STAEConfig
+from stae_deploy.stae_ref.footage import forward_backward, load_clip
+from stae_deploy.stae_ref.layers import ConvNorm
+from stae_deploy.stae_ref.state_spec import io_spec
 
 from conftest import (SMALL_CONFIG, assert_export_passes_and_runs, assert_fast_graph_is_the_reference_step, random_provenance, seeded_model)
 

@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from runtime.errors import CheckpointError, OutputExistsError
-from runtime.files import sha256_file
-from stae_ref.checkpoint import load_checkpoint, save_checkpoint
-from stae_ref.config import STAEConfig
+from stae_deploy.runtime.errors import CheckpointError, OutputExistsError
+from stae_deploy.runtime.files import sha256_file
+from stae_deploy.stae_ref.checkpoint import load_checkpoint, save_checkpoint
+from stae_deploy.stae_ref.config import STAEConfig
 
 
 def test_round_trip_gives_the_same_predictions(small_model, tmp_path):

@@ -4,10 +4,10 @@ import json
 import cv2
 import pytest
 
-from stae_cli import main
-from stae_ref.config import STAEConfig
-from stae_ref.profile import parameter_count
-from stae_ref.state_spec import io_spec
+from stae_deploy.cli.main import main
+from stae_deploy.stae_ref.config import STAEConfig
+from stae_deploy.stae_ref.model_cost import parameter_count
+from stae_deploy.stae_ref.state_spec import io_spec
 
 from conftest import SMALL_CONFIG, seeded_model
 
@@ -43,7 +43,7 @@ def test_info_reads_a_config_file_and_a_checkpoint(capsys, tmp_path):
     config_path.write_text(SMALL_CONFIG.to_json())
     assert run_json(capsys, "info", "--config", str(config_path), "--json")["config"] == \
         SMALL_CONFIG.to_dict()
-    from stae_ref.checkpoint import save_checkpoint
+    from stae_deploy.stae_ref.checkpoint import save_checkpoint
 
     digest = save_checkpoint(seeded_model(SMALL_CONFIG), tmp_path / "small.pt")
     report = run_json(capsys, "info", "--checkpoint", str(tmp_path / "small.pt"), "--json")

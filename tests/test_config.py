@@ -1,8 +1,8 @@
 """STAEConfig: the paper's defaults, derived sizes, JSON round-trip, and errors naming fields."""
 import pytest
 
-from runtime.errors import ConfigError
-from stae_ref.config import STAEConfig
+from stae_deploy.runtime.errors import ConfigError
+from stae_deploy.stae_ref.config import STAEConfig
 
 
 def test_defaults_are_the_papers():
@@ -56,7 +56,7 @@ def test_unknown_fields_and_bad_json_are_refused():
 
 
 def test_unknown_cell_names_the_field():
-    from stae_ref.model import STAE
+    from stae_deploy.stae_ref.model import STAE
 
     with pytest.raises(ConfigError, match=r"cell: unknown cell type 'lstm'.*stam"):
         STAE(STAEConfig(cell="lstm"))

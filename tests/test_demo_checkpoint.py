@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from runtime.files import sha256_file
-from runtime.metrics import psnr_db
-from stae_ref.checkpoint import load_checkpoint
-from stae_ref.config import STAEConfig
-from stae_ref.footage import load_clip
+from stae_deploy.runtime.files import sha256_file
+from stae_deploy.runtime.metrics import psnr_db
+from stae_deploy.stae_ref.checkpoint import load_checkpoint
+from stae_deploy.stae_ref.config import STAEConfig
+from stae_deploy.stae_ref.footage import load_clip
 
 DEMO = Path(__file__).resolve().parents[1] / "stae_ref" / "checkpoints" / "demo"
 RECORD = json.loads((DEMO / "checkpoint.json").read_text())
@@ -43,8 +43,8 @@ def test_held_out_psnr_matches_the_recorded_figure():
 
 def test_a_long_stream_keeps_the_state_bounded_and_the_gain_flat():
     """300 steps of carphone forward and backward (the figures in eval.json are for 1000)."""
-    from stae_ref.evaluation import long_stream_stability
-    from stae_ref.footage import forward_backward
+    from stae_deploy.stae_ref.evaluation import long_stream_stability
+    from stae_deploy.stae_ref.footage import forward_backward
 
     model, _ = load_checkpoint(DEMO / RECORD["file"])
     frames = forward_backward(load_clip("carphone", model.config.frame_size), 301)

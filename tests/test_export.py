@@ -8,18 +8,18 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from export.checks import check_artifact, static_checks
-from export.onnx_graph import graph_io, load_model, read_metadata, save_model, write_metadata
-from export.parity import TOLERANCES
-from export.reference import reference_for
-from export.tensorrt_support import lint_for_tensorrt
-from export.to_onnx import export_onnx
-from runtime.artifact import ArtifactMetadata
-from runtime.errors import ArtifactError, OutputExistsError, SpecMismatchError
-from runtime.onnx_session import OnnxStepper
-from stae_ref.checkpoint import save_checkpoint, weights_sha256
-from stae_ref.config import STAEConfig
-from stae_ref.footage import forward_backward, load_clip
+from stae_deploy.verify.checks import check_artifact, static_checks
+from stae_deploy.export.onnx_graph import graph_io, load_model, read_metadata, save_model, write_metadata
+from stae_deploy.verify.parity import TOLERANCES
+from stae_deploy.verify.reference import reference_for
+from stae_deploy.verify.tensorrt_lint import lint_for_tensorrt
+from stae_deploy.export.to_onnx import export_onnx
+from stae_deploy.runtime.artifact import ArtifactMetadata
+from stae_deploy.runtime.errors import ArtifactError, OutputExistsError, SpecMismatchError
+from stae_deploy.runtime.onnx_session import OnnxStepper
+from stae_deploy.stae_ref.checkpoint import save_checkpoint, weights_sha256
+from stae_deploy.stae_ref.config import STAEConfig
+from stae_deploy.stae_ref.footage import forward_backward, load_clip
 
 from conftest import SMALL_CONFIG, random_provenance, seeded_model
 
@@ -76,7 +76,7 @@ def test_a_mismatched_protocol_is_refused_naming_the_tensor(small_onnx, tmp_path
     graph = load_model(path)
     metadata = read_metadata(graph, str(path))
     other_tau = STAEConfig.from_dict({**SMALL_CONFIG.to_dict(), "tau": 4})
-    from stae_ref.state_spec import io_spec
+    from stae_deploy.stae_ref.state_spec import io_spec
 
     edited = ArtifactMetadata(spec=io_spec(other_tau), config=other_tau.to_dict(),
                               notes=metadata.notes)
@@ -186,7 +186,7 @@ def test_lint_passes_the_exported_model(default_onnx_256):
 
 
 def test_cli_export_then_check_json(tmp_path, capsys):
-    from stae_cli import main
+    from stae_deploy.cli.main import main
 
     config = tmp_path / "small.json"
     config.write_text(SMALL_CONFIG.to_json())
@@ -207,7 +207,7 @@ def test_cli_export_then_check_json(tmp_path, capsys):
 
 
 def test_check_fails_with_exit_1_when_a_tolerance_is_broken(small_onnx, capsys):
-    from stae_cli import main
+    from stae_deploy.cli.main import main
 
     assert main(["check", str(small_onnx[0]), "--steps", "2", "--horizon", "1", "--clip",
                  "carphone", "--quiet", "--tol", "next_hidden=1e-12"]) == 1
@@ -226,7 +226,7 @@ def test_polygraphy_runs_the_saved_reference_data(default_onnx_256, tmp_path):
     import sys
     from pathlib import Path
 
-    from export.polygraphy_io import polygraphy_command, save_polygraphy_data
+    from stae_deploy.verify.polygraphy_io import polygraphy_command, save_polygraphy_data
 
     path, model = default_onnx_256
     frames = load_clip("city", (256, 256), max_frames=2)

@@ -5,12 +5,12 @@ import numpy as np
 import onnx
 import pytest
 
-from export.checks import check_artifact, static_checks
-from export.fp16 import DEFAULT_FP16_OP_TYPES, convert_fp16
-from export.onnx_graph import load_model, read_metadata
-from runtime.errors import ArtifactError, ConfigError
-from runtime.onnx_session import OnnxStepper
-from stae_ref.footage import load_clip
+from stae_deploy.verify.checks import check_artifact, static_checks
+from stae_deploy.calibration.fp16 import DEFAULT_FP16_OP_TYPES, convert_fp16
+from stae_deploy.export.onnx_graph import load_model, read_metadata
+from stae_deploy.runtime.errors import ArtifactError, ConfigError
+from stae_deploy.runtime.onnx_session import OnnxStepper
+from stae_deploy.stae_ref.footage import load_clip
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from runtime.errors import FootageError
-from runtime.metrics import psnr_db
-from stae_ref.footage import CLIPS, fetch, load_clip, read_frames
+from stae_deploy.runtime.errors import FootageError
+from stae_deploy.runtime.metrics import psnr_db
+from stae_deploy.stae_ref.footage import CLIPS, fetch, load_clip, read_frames
 
 pytestmark = pytest.mark.network
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from export.parity import TOLERANCES, TorchReference, fp32_noise, lane_sum
-from stae_ref.checkpoint import load_checkpoint
-from stae_ref.footage import load_clip
+from stae_deploy.verify.parity import TOLERANCES, TorchReference, fp32_noise, lane_sum
+from stae_deploy.stae_ref.checkpoint import load_checkpoint
+from stae_deploy.stae_ref.footage import load_clip
 
 CHECKPOINT = Path(__file__).resolve().parents[1] / "stae_ref/checkpoints/demo/stae_demo.pt"
 # 1x1 conv of STAM's last layer, eq. (6): no normalisation after it, so x1.001 reaches next_hidden.
@@ -44,7 +44,7 @@ def test_fp32_variants_are_the_same_step_up_to_rounding():
 
 
 def _export(tmp_path, size: int) -> Path:
-    from stae_cli import main
+    from stae_deploy.cli.main import main
 
     path = tmp_path / f"demo{size}.onnx"
     assert main(["export", "--checkpoint", str(CHECKPOINT), "--frame-size", str(size), "-o",
@@ -63,7 +63,7 @@ def _scaled(path: Path, initializer: str, factor: float) -> Path:
 
 
 def _check_json(path: Path, capsys, steps: int = 2) -> tuple[int, dict]:
-    from stae_cli import main
+    from stae_deploy.cli.main import main
 
     code = main(["check", str(path), "--checkpoint", str(CHECKPOINT), "--steps", str(steps),
                  "--horizon", "1", "--json", "--quiet"])

@@ -7,9 +7,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 
-from runtime.errors import FrameFormatError
-from runtime.frames import bgr_to_model_frame
-from runtime.predictor import Predictor
+from stae_deploy.runtime.errors import FrameFormatError
+from stae_deploy.runtime.frames import bgr_to_model_frame
+from stae_deploy.runtime.predictor import Predictor
 
 SETTINGS = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])

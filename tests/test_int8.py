@@ -7,18 +7,18 @@ import numpy as np
 import onnx
 import pytest
 
-from calibration.bias_correction import measure_bias_errors, quantized_convs
-from calibration.calib_data import (batches, info_path, load_calibration, load_calibration_info,
+from stae_deploy.calibration.bias_correction import measure_bias_errors, quantized_convs
+from stae_deploy.calibration.calib_data import (batches, info_path, load_calibration, load_calibration_info,
                                     save_calibration)
-from calibration.drift import mean_over_streams, measure_drift, slope_per_100_steps
-from calibration.node_groups import group_nodes
-from calibration.policy import DEFAULT_POLICY, QuantPolicy
-from calibration.quantize import quantize_model
-from calibration.record import calibration_streams, record_calibration
-from calibration.sensitivity import sweep_policies
-from export.onnx_graph import load_model, read_metadata
-from runtime.errors import ArtifactError, CalibrationError, ConfigError, OutputExistsError
-from runtime.onnx_session import open_session
+from stae_deploy.calibration.drift import mean_over_streams, measure_drift, slope_per_100_steps
+from stae_deploy.calibration.node_groups import group_nodes
+from stae_deploy.calibration.policy import DEFAULT_POLICY, QuantPolicy
+from stae_deploy.calibration.quantize import quantize_model
+from stae_deploy.calibration.record import calibration_streams, record_calibration
+from stae_deploy.calibration.sensitivity import sweep_policies
+from stae_deploy.export.onnx_graph import load_model, read_metadata
+from stae_deploy.runtime.errors import ArtifactError, CalibrationError, ConfigError, OutputExistsError
+from stae_deploy.runtime.onnx_session import open_session
 
 pytestmark = pytest.mark.network
 
@@ -245,7 +245,7 @@ def test_cli_errors_are_one_line_naming_the_file(small_onnx_path, tmp_path):
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-m", "stae_cli", "quantize", str(small_onnx_path[0]),
+    result = subprocess.run([sys.executable, "-m", "stae_deploy.cli.main", "quantize", str(small_onnx_path[0]),
                              "--calib", str(tmp_path / "none.npz"), "-o", str(tmp_path / "q.onnx")],
                             capture_output=True, text=True)
     assert result.returncode == 2
@@ -255,7 +255,7 @@ def test_cli_errors_are_one_line_naming_the_file(small_onnx_path, tmp_path):
 
 
 def test_int8_graph_passes_the_static_checks_tensorrt_lint_included(small_int8):
-    from export.checks import static_checks
+    from stae_deploy.verify.checks import static_checks
 
     report, _ = static_checks(small_int8[1])
     assert all(check.passed for check in report.checks), [c for c in report.checks if not c.passed]
@@ -265,8 +265,8 @@ def test_quantize_checks_against_the_fp32_graph_when_the_checkpoint_is_not_given
         tmp_path, capsys):
     """The README's `stae quantize stae.onnx --calib calib.npz -o stae.int8.onnx` on an export of
     a checkpoint: without --checkpoint the INT8 graph is compared with its FP32 source graph."""
-    from stae_cli import main
-    from stae_ref.checkpoint import save_checkpoint
+    from stae_deploy.cli.main import main
+    from stae_deploy.stae_ref.checkpoint import save_checkpoint
     from conftest import SMALL_CONFIG, seeded_model
 
     checkpoint, fp32 = tmp_path / "small.pt", tmp_path / "small.onnx"
@@ -283,7 +283,7 @@ def test_quantize_checks_against_the_fp32_graph_when_the_checkpoint_is_not_given
 
 
 def test_only_an_fp32_graph_can_be_the_reference(small_int8):
-    from export.parity import OnnxReference
+    from stae_deploy.verify.parity import OnnxReference
 
     with pytest.raises(ArtifactError, match="precision is int8; a reference graph must be fp32"):
         OnnxReference(small_int8[1])

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from calibration.calib_data import save_calibration
-from calibration.drift import held_out_streams, measure_drift
-from calibration.quantize import quantize_model
-from calibration.record import calibration_streams, record_calibration
+from stae_deploy.calibration.calib_data import save_calibration
+from stae_deploy.calibration.drift import held_out_streams, measure_drift
+from stae_deploy.calibration.quantize import quantize_model
+from stae_deploy.calibration.record import calibration_streams, record_calibration
 
 ROOT = Path(__file__).resolve().parents[1]
 BOUNDS = json.loads((ROOT / "calibration" / "demo_int8_bounds.json").read_text())
@@ -24,9 +24,9 @@ pytestmark = pytest.mark.network
 
 def short_drift(workdir: Path, target: str) -> dict:
     """The short procedure of the module docstring; returns measure_drift's report."""
-    from export.to_onnx import export_onnx
-    from runtime.files import sha256_file
-    from stae_ref.checkpoint import load_checkpoint, weights_sha256
+    from stae_deploy.export.to_onnx import export_onnx
+    from stae_deploy.runtime.files import sha256_file
+    from stae_deploy.stae_ref.checkpoint import load_checkpoint, weights_sha256
 
     model, _ = load_checkpoint(DEMO_CHECKPOINT)
     fp32 = workdir / "demo.onnx"

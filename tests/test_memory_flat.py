@@ -3,9 +3,9 @@ and forecasts, and the process's resident memory stays flat after warm-up."""
 import numpy as np
 import pytest
 
-from runtime.machine import rss_mb
-from runtime.predictor import Predictor
-from stae_ref.footage import load_clip
+from stae_deploy.runtime.machine import rss_mb
+from stae_deploy.runtime.predictor import Predictor
+from stae_deploy.stae_ref.footage import load_clip
 
 WARMUP_STEPS = 500
 MAX_GROWTH = 0.02            # RSS growth after warm-up, as a fraction

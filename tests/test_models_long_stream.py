@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from export.bench_models import checkpoint_folder, model_arguments
-from stae_ref.checkpoint import load_checkpoint
-from stae_ref.evaluation import long_stream_stability
-from stae_ref.footage import forward_backward, load_clip
+from stae_deploy.benchmarks.bench_models import checkpoint_folder, model_arguments
+from stae_deploy.stae_ref.checkpoint import load_checkpoint
+from stae_deploy.stae_ref.evaluation import long_stream_stability
+from stae_deploy.stae_ref.footage import forward_backward, load_clip
 
 TRAINED = ("convlstm", "st_lstm", "causal_lstm", "e3d_lstm", "stae_standard_ed")
 STEPS = 200            # two 100-step windows of the 1000 recorded: enough to see growth

@@ -4,9 +4,9 @@ or blow up with NaN."""
 import numpy as np
 import pytest
 
-from runtime.errors import ConfigError, NonFiniteStateError
-from runtime.predictor import Predictor
-from stae_ref.footage import load_clip
+from stae_deploy.runtime.errors import ConfigError, NonFiniteStateError
+from stae_deploy.runtime.predictor import Predictor
+from stae_deploy.stae_ref.footage import load_clip
 
 ISOLATION_MAX_ABS = 1e-6      # a stream batched with others vs the same stream alone
 STEPS = 100
@@ -166,8 +166,8 @@ def test_stae_run_with_several_inputs_writes_one_output_set_per_stream(demo_dyna
                                                                        tmp_path, capsys):
     import json
 
-    from stae_cli import main
-    from stae_ref.footage import fetch
+    from stae_deploy.cli.main import main
+    from stae_deploy.stae_ref.footage import fetch
 
     carphone, motion = str(fetch("carphone")), str(fetch("motion"))
     assert main(["run", str(demo_dynamic_onnx_path), "--input", carphone, "--input", motion,

@@ -1,11 +1,11 @@
 """Issue 3's full bounds: 100 teacher-forced steps on real frames at 256 and 512 (slow)."""
 import pytest
 
-from export.checks import check_artifact
-from export.fp16 import convert_fp16
-from export.to_onnx import export_onnx
-from stae_ref.config import STAEConfig
-from stae_ref.footage import forward_backward, load_clip
+from stae_deploy.verify.checks import check_artifact
+from stae_deploy.calibration.fp16 import convert_fp16
+from stae_deploy.export.to_onnx import export_onnx
+from stae_deploy.stae_ref.config import STAEConfig
+from stae_deploy.stae_ref.footage import forward_backward, load_clip
 
 from conftest import random_provenance, seeded_model
 

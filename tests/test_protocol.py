@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from runtime.errors import FrameFormatError, ProtocolError
-from runtime.protocol import IOSpec, StatePair, TensorSpec
-from stae_ref.config import STAEConfig
-from stae_ref.state_spec import io_spec
+from stae_deploy.runtime.errors import FrameFormatError, ProtocolError
+from stae_deploy.runtime.protocol import IOSpec, StatePair, TensorSpec
+from stae_deploy.stae_ref.config import STAEConfig
+from stae_deploy.stae_ref.state_spec import io_spec
 
 
 def test_default_protocol_at_512():

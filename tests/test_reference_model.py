@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from runtime.errors import FrameFormatError
-from stae_ref.config import STAEConfig
-from stae_ref.model import STAE
+from stae_deploy.runtime.errors import FrameFormatError
+from stae_deploy.stae_ref.config import STAEConfig
+from stae_deploy.stae_ref.model import STAE
 
 from conftest import seeded_model
 

@@ -20,14 +20,14 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from runtime.artifact import engine_sidecar_path, write_engine_sidecar
-from runtime.errors import ArtifactError, OutputExistsError, SourceError, SpecMismatchError
-from runtime.files import partial_path, refuse_overwrite, sha256_file
-from runtime.media import VideoFileWriter
-from runtime.onnx_session import open_session
-from runtime.predictor import Predictor
-from runtime.sources import FrameGrabber, SourceConfig
-from stae_ref.footage import fetch
+from stae_deploy.runtime.artifact import engine_sidecar_path, write_engine_sidecar
+from stae_deploy.runtime.errors import ArtifactError, OutputExistsError, SourceError, SpecMismatchError
+from stae_deploy.runtime.files import partial_path, refuse_overwrite, sha256_file
+from stae_deploy.runtime.media import VideoFileWriter
+from stae_deploy.runtime.onnx_session import open_session
+from stae_deploy.runtime.predictor import Predictor
+from stae_deploy.runtime.sources import FrameGrabber, SourceConfig
+from stae_deploy.stae_ref.footage import fetch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -202,7 +202,7 @@ def test_a_zero_byte_engine_is_refused_as_empty(tmp_path):
 @pytest.mark.parametrize("kind", ["png", "lying protocol"])
 def test_stae_run_with_a_bad_model_prints_one_line_and_exits_2(small_onnx_path, tmp_path, capsys,
                                                                kind):
-    from stae_cli import main
+    from stae_deploy.cli.main import main
 
     if kind == "png":
         model = tmp_path / "bad.onnx"
@@ -304,7 +304,7 @@ def test_rtsp_to_a_silent_server_is_bounded_by_the_network_timeout():
                                         ("--latency-plot", "latency.png")])
 def test_stae_run_never_overwrites_an_output_without_force(small_onnx_path, tmp_path, capsys,
                                                            flag, name):
-    from stae_cli import main
+    from stae_deploy.cli.main import main
 
     existing = tmp_path / name
     existing.write_bytes(b"precious")
@@ -365,7 +365,7 @@ def test_ctrl_c_stops_a_recording_normally(tmp_path):
 
 WRITERS = {
     "video": """
-        from runtime.media import VideoFileWriter
+        from stae_deploy.runtime.media import VideoFileWriter
         writer = VideoFileWriter(target, fps=10)
         k = 0
         while True:
@@ -374,7 +374,7 @@ WRITERS = {
     """,
     # How a streamed file (the metrics JSON lines) gets the same guarantee: atomic_path.
     "metrics jsonl": """
-        from runtime.files import atomic_path
+        from stae_deploy.runtime.files import atomic_path
         with atomic_path(target) as partial, open(partial, "w") as handle:
             k = 0
             while True:

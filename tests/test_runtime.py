@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from runtime.artifact import write_engine_sidecar
-from runtime.backends.base import Backend
-from runtime.errors import (ArtifactError, FrameFormatError, NonFiniteStateError, SourceError,
+from stae_deploy.runtime.artifact import write_engine_sidecar
+from stae_deploy.runtime.backends.base import Backend
+from stae_deploy.runtime.errors import (ArtifactError, FrameFormatError, NonFiniteStateError, SourceError,
                             SpecMismatchError)
-from runtime.metrics import psnr_db
-from runtime.onnx_session import OnnxStepper
-from runtime.predictor import Predictor
-from runtime.sources import FrameGrabber, SourceConfig
-from runtime.streaming import RunOptions, run_stream
-from stae_ref.footage import fetch, load_clip
+from stae_deploy.runtime.metrics import psnr_db
+from stae_deploy.runtime.onnx_session import OnnxStepper
+from stae_deploy.runtime.predictor import Predictor
+from stae_deploy.runtime.sources import FrameGrabber, SourceConfig
+from stae_deploy.runtime.streaming import RunOptions, run_stream
+from stae_deploy.stae_ref.footage import fetch, load_clip
 
 from conftest import SMALL_CONFIG, requires_tensorrt
 
@@ -75,7 +75,7 @@ def test_forecast_leaves_the_real_state_untouched(small_onnx_path, carphone_64):
 
 @pytest.mark.parametrize("frame, message", [
     (np.zeros((3, 32, 32), np.float32), r"'frame': got shape \(3, 32, 32\), expected \(3, 64, 64\)"),
-    (np.zeros((64, 64, 3), np.uint8), r"a camera frame\? convert it with runtime.frames"),
+    (np.zeros((64, 64, 3), np.uint8), r"a camera frame\? convert it with stae_deploy.runtime.frames"),
     (np.zeros((1, 64, 64), np.float32), r"'frame': got shape \(1, 64, 64\)"),
     (np.zeros((3, 64, 64), np.float64), r"'frame': got dtype float64, expected float32"),
     ([[0.0]], r"'frame': expected a numpy array, got list"),
@@ -113,10 +113,10 @@ def test_a_nan_frame_is_refused_before_the_state_advances(small_onnx_path, carph
 
 
 def test_artifacts_that_lie_are_refused(small_onnx_path, tmp_path):
-    from export.onnx_graph import load_model, read_metadata, save_model, write_metadata
-    from runtime.artifact import ArtifactMetadata
-    from stae_ref.config import STAEConfig
-    from stae_ref.state_spec import io_spec
+    from stae_deploy.export.onnx_graph import load_model, read_metadata, save_model, write_metadata
+    from stae_deploy.runtime.artifact import ArtifactMetadata
+    from stae_deploy.stae_ref.config import STAEConfig
+    from stae_deploy.stae_ref.state_spec import io_spec
 
     path, _ = small_onnx_path
     graph = load_model(path)
@@ -238,7 +238,7 @@ def free_port() -> int:
 
 
 def test_rtsp_with_nothing_listening_retries_then_fails_clearly(small_onnx_path, capsys):
-    from stae_cli import main
+    from stae_deploy.cli.main import main
 
     url = f"rtsp://127.0.0.1:{free_port()}/camera"
     assert main(["run", str(small_onnx_path[0]), "--input", url, "--reconnect-attempts", "2",
@@ -252,7 +252,7 @@ def test_rtsp_with_nothing_listening_retries_then_fails_clearly(small_onnx_path,
 def test_show_without_a_gui_is_refused(small_onnx_path, capsys):
     import cv2
 
-    from stae_cli import main
+    from stae_deploy.cli.main import main
 
     if "NONE" not in [l for l in cv2.getBuildInformation().splitlines() if "GUI:" in l][0]:
         pytest.skip("this OpenCV has a GUI")
@@ -272,7 +272,7 @@ def test_stae_run_writes_video_metrics_and_latency_plot(small_onnx_path, tmp_pat
 
     import cv2
 
-    from stae_cli import main
+    from stae_deploy.cli.main import main
 
     out = {name: tmp_path / name for name in ("run.mp4", "metrics.jsonl", "latency.png")}
     assert main(["run", str(small_onnx_path[0]), "--input", str(fetch("carphone")),
@@ -297,7 +297,7 @@ def test_stae_run_writes_video_metrics_and_latency_plot(small_onnx_path, tmp_pat
 
 @requires_tensorrt
 def test_tensorrt_engine_matches_onnxruntime_step_after_step(small_onnx_path, carphone_64, tmp_path):
-    from export.build_engine import BuildConfig, build_engine
+    from stae_deploy.export.build_engine import BuildConfig, build_engine
 
     engine = build_engine(small_onnx_path[0], tmp_path / "small.engine", BuildConfig())
     for cuda_graphs in (False, True):
@@ -313,7 +313,7 @@ def test_tensorrt_engine_matches_onnxruntime_step_after_step(small_onnx_path, ca
 def test_demo_report_aligns_the_deployed_model_with_the_reference(small_onnx_path, tmp_path, capsys):
     """`stae run` (onnxruntime) and `stae predict` (PyTorch) of the same weights on the same clip
     must score the same per frame: the report lines them up."""
-    from stae_cli import main
+    from stae_deploy.cli.main import main
 
     config = tmp_path / "small.json"
     config.write_text(SMALL_CONFIG.to_json())

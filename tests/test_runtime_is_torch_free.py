@@ -7,15 +7,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 PROBE = """
 import importlib, pkgutil, sys, json
-import runtime
-modules = [m.name for m in pkgutil.walk_packages(runtime.__path__, 'runtime.')]
+from stae_deploy import runtime
+modules = [m.name for m in pkgutil.walk_packages(runtime.__path__, 'stae_deploy.runtime.')]
 for name in modules:
-    if name != 'runtime.cuda' or importlib.util.find_spec('cuda') is not None:
+    if name != 'stae_deploy.runtime.cuda_runtime' or importlib.util.find_spec('cuda') is not None:
         importlib.import_module(name)
-import stae_cli, stae_ref.footage
-assert stae_cli.main(['data', '--json']) == 0
-model, video = sys.argv[1], stae_ref.footage.fetch('carphone')
-assert stae_cli.main(['run', model, '--input', str(video), '--max-frames', '3', '--quiet']) == 0
+from stae_deploy.cli import main as cli
+import stae_deploy.stae_ref.footage
+assert cli.main(['data', '--json']) == 0
+model, video = sys.argv[1], stae_deploy.stae_ref.footage.fetch('carphone')
+assert cli.main(['run', model, '--input', str(video), '--max-frames', '3', '--quiet']) == 0
 print(json.dumps({'modules': modules, 'torch': 'torch' in sys.modules}))
 """
 
@@ -25,5 +26,5 @@ def test_runtime_and_footage_never_import_torch(small_onnx_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     report = __import__("json").loads(result.stdout.strip().splitlines()[-1])
-    assert {"runtime.protocol", "runtime.predictor", "runtime.cli_run"} <= set(report["modules"])
+    assert {"stae_deploy.runtime.protocol", "stae_deploy.runtime.predictor", "stae_deploy.runtime.cli_run"} <= set(report["modules"])
     assert report["torch"] is False

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from stae_ref.cells.stam import STAMLayer, memory_attention
+from stae_deploy.stae_ref.cells.stam import STAMLayer, memory_attention
 
 
 def hand_attention(forget_gate: np.ndarray, ring: np.ndarray) -> np.ndarray:

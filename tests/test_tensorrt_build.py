@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from export.build_engine import BuildConfig, build_engine, trtexec_command
-from runtime.artifact import read_engine_sidecar, write_engine_sidecar
-from runtime.errors import ArtifactError, ConfigError, TensorRTUnavailableError
-from stae_ref.config import STAEConfig
-from stae_ref.state_spec import io_spec
+from stae_deploy.export.build_engine import BuildConfig, build_engine, trtexec_command
+from stae_deploy.runtime.artifact import read_engine_sidecar, write_engine_sidecar
+from stae_deploy.runtime.errors import ArtifactError, ConfigError, TensorRTUnavailableError
+from stae_deploy.stae_ref.config import STAEConfig
+from stae_deploy.stae_ref.state_spec import io_spec
 
 from conftest import requires_tensorrt, tensorrt_available
 
@@ -62,7 +62,7 @@ def test_build_config_validates_and_round_trips():
 
 @pytest.mark.skipif(tensorrt_available(), reason="TensorRT is installed here")
 def test_without_tensorrt_build_fails_in_one_sentence(default_onnx_256, tmp_path, capsys):
-    from stae_cli import main
+    from stae_deploy.cli.main import main
 
     assert main(["build", str(default_onnx_256[0]), "-o", str(tmp_path / "e.engine")]) == 2
     err = capsys.readouterr().err
@@ -73,7 +73,7 @@ def test_without_tensorrt_build_fails_in_one_sentence(default_onnx_256, tmp_path
 
 
 def test_engine_sidecar_round_trip_and_missing_sidecar(default_onnx_256, tmp_path):
-    from export.onnx_graph import load_model, read_metadata
+    from stae_deploy.export.onnx_graph import load_model, read_metadata
 
     metadata = read_metadata(load_model(default_onnx_256[0]), "x")
     engine = tmp_path / "stae.engine"

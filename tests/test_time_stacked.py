@@ -10,11 +10,11 @@ import torch
 from onnx import helper, numpy_helper
 from torch import nn
 
-from calibration.node_groups import group_nodes
-from export.graph_rewrites import decompose_softmax, merge_sibling_convs
-from export.time_stacked import time_stacked_conv, time_stacked_norm
-from runtime.errors import ConfigError
-from stae_ref.config import STAEConfig
+from stae_deploy.calibration.node_groups import group_nodes
+from stae_deploy.export.graph_rewrites import decompose_softmax, merge_sibling_convs
+from stae_deploy.export.time_stacked import time_stacked_conv, time_stacked_norm
+from stae_deploy.runtime.errors import ConfigError
+from stae_deploy.stae_ref.config import STAEConfig
 from conftest import (SMALL_CONFIG, assert_fast_graph_is_the_reference_step, random_provenance, seeded_model)
 
 TINY = dict(frame_size=(32, 32), patch=4, stride2_stages=1, hidden=8, layers=2, tau=3)
@@ -72,8 +72,8 @@ def test_fast_formulation_computes_the_reference_step(name):
 
 
 def test_fast_and_plain_exports_agree_and_keep_the_int8_node_groups(tmp_path, carphone_128):
-    from export.to_onnx import export_onnx
-    from runtime.onnx_session import OnnxStepper
+    from stae_deploy.export.to_onnx import export_onnx
+    from stae_deploy.runtime.onnx_session import OnnxStepper
 
     model = seeded_model(SMALL_CONFIG)
     paths = {}
@@ -103,7 +103,7 @@ def test_fast_and_plain_exports_agree_and_keep_the_int8_node_groups(tmp_path, ca
 
 
 def test_unknown_graph_formulation_is_refused(tmp_path):
-    from export.to_onnx import export_onnx
+    from stae_deploy.export.to_onnx import export_onnx
 
     model = seeded_model(SMALL_CONFIG)
     with pytest.raises(ConfigError, match="graph: expected one of"):

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from runtime.errors import CheckpointError, ConfigError
-from runtime.files import sha256_file
-from runtime.metrics import psnr_db, ssim
-from stae_ref.checkpoint import load_checkpoint, save_checkpoint
-from stae_ref.config import STAEConfig
-from stae_ref.evaluation import evaluate
-from stae_ref.train import TrainConfig, train, training_loss, update_average
-from stae_ref.training_data import ClipSplit, SequenceSampler, split_clips
+from stae_deploy.runtime.errors import CheckpointError, ConfigError
+from stae_deploy.runtime.files import sha256_file
+from stae_deploy.runtime.metrics import psnr_db, ssim
+from stae_deploy.stae_ref.checkpoint import load_checkpoint, save_checkpoint
+from stae_deploy.stae_ref.config import STAEConfig
+from stae_deploy.stae_ref.evaluation import evaluate
+from stae_deploy.stae_ref.train import TrainConfig, train, training_loss, update_average
+from stae_deploy.stae_ref.training_data import ClipSplit, SequenceSampler, split_clips
 
 from conftest import seeded_model
 
@@ -169,7 +169,7 @@ def test_untrained_residual_model_scores_exactly_copy_last(capsys, tmp_path):
     assert report["horizon_psnr_db"][0]["model"] == report["horizon_psnr_db"][0]["copy_last"]
     assert report["horizon_psnr_db"][1]["copy_last"] < report["horizon_psnr_db"][0]["copy_last"]
 
-    from stae_cli import main
+    from stae_deploy.cli.main import main
 
     save_checkpoint(model, tmp_path / "tiny.pt")
     assert main(["eval", str(tmp_path / "tiny.pt"), "--clips", "carphone", "--horizons", "2",
@@ -189,8 +189,8 @@ def test_ssim_is_one_for_identical_frames_and_falls_with_noise(carphone_128):
 
 
 def test_long_stream_report_per_window():
-    from stae_ref.evaluation import long_stream_stability
-    from stae_ref.footage import forward_backward
+    from stae_deploy.stae_ref.evaluation import long_stream_stability
+    from stae_deploy.stae_ref.footage import forward_backward
 
     frames = forward_backward(split_clips(("carphone",), (32, 32), 0.2)[0].frames, 301)
     report = long_stream_stability(seeded_model(TINY), frames, window=100)

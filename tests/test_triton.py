@@ -14,18 +14,18 @@ from google.protobuf import text_format
 from onnx import TensorProto, helper
 from tritonclient.grpc import model_config_pb2
 
-from export.onnx_graph import save_model, write_metadata
-from export.to_onnx import export_onnx
-from export.triton import TritonOptions, write_repository
-from export.triton_graph import (CONTROL_INPUTS, CORRID_OUT, END_OUT, state_mispairs,
+from stae_deploy.export.onnx_graph import save_model, write_metadata
+from stae_deploy.export.to_onnx import export_onnx
+from stae_deploy.serving.triton_repository import TritonOptions, write_repository
+from stae_deploy.serving.triton_graph import (CONTROL_INPUTS, CORRID_OUT, END_OUT, state_mispairs,
                                  triton_order)
-from runtime.artifact import ArtifactMetadata, write_engine_sidecar
-from runtime.errors import ConfigError, OutputExistsError, ProtocolError
-from runtime.frames import bgr_to_model_frame
-from runtime.onnx_session import OnnxStepper, open_session
-from runtime.protocol import Dim, IOSpec, StatePair, TensorSpec
-from stae_cli import main
-from stae_ref.state_spec import io_spec
+from stae_deploy.runtime.artifact import ArtifactMetadata, write_engine_sidecar
+from stae_deploy.runtime.errors import ConfigError, OutputExistsError, ProtocolError
+from stae_deploy.runtime.frames import bgr_to_model_frame
+from stae_deploy.runtime.onnx_session import OnnxStepper, open_session
+from stae_deploy.runtime.protocol import Dim, IOSpec, StatePair, TensorSpec
+from stae_deploy.cli.main import main
+from stae_deploy.stae_ref.state_spec import io_spec
 
 from conftest import SMALL_CONFIG, random_provenance, seeded_model
 

@@ -2,10 +2,10 @@
 entry in :data:`TARGETS`."""
 from __future__ import annotations
 
-from calibration.targets.base import QuantTarget
-from calibration.targets.modelopt_target import ModelOptTarget
-from calibration.targets.onnxruntime_target import OnnxRuntimeTarget
-from runtime.errors import ConfigError
+from stae_deploy.calibration.targets.base import QuantTarget
+from stae_deploy.calibration.targets.modelopt_target import ModelOptTarget
+from stae_deploy.calibration.targets.onnxruntime_target import OnnxRuntimeTarget
+from stae_deploy.runtime.errors import ConfigError
 
 TARGETS: dict[str, type[QuantTarget]] = {"tensorrt": ModelOptTarget,
                                           "onnxruntime": OnnxRuntimeTarget}

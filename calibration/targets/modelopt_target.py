@@ -23,8 +23,8 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from calibration.targets.base import QuantTarget
-from runtime.errors import CalibrationError
+from stae_deploy.calibration.targets.base import QuantTarget
+from stae_deploy.runtime.errors import CalibrationError
 
 CALIBRATION_METHOD = "max"
 

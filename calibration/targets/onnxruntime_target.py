@@ -8,7 +8,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from calibration.targets.base import QuantTarget
+from stae_deploy.calibration.targets.base import QuantTarget
 
 
 class OnnxRuntimeTarget(QuantTarget):

@@ -1,4 +1,4 @@
-"""Inference backends behind one interface (:class:`runtime.backends.base.Backend`).
+"""Inference backends behind one interface (:class:`stae_deploy.runtime.backends.base.Backend`).
 
-A new backend is a new file plus one entry in ``runtime.predictor.BACKENDS``.
+A new backend is a new file plus one entry in ``stae_deploy.runtime.predictor.BACKENDS``.
 """

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from runtime.artifact import ArtifactMetadata
+from stae_deploy.runtime.artifact import ArtifactMetadata
 
 StateSet = Any   # a backend-specific handle to one buffer per state tensor, on the device
 

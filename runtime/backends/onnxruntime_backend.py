@@ -16,12 +16,12 @@ from typing import Mapping
 import numpy as np
 import onnxruntime as ort
 
-from runtime.backends.base import Backend, StateSet
-from runtime.cuda import (copy_device_to_device, copy_device_to_host, copy_host_to_device,
+from stae_deploy.runtime.backends.base import Backend, StateSet
+from stae_deploy.runtime.cuda_runtime import (copy_device_to_device, copy_device_to_host, copy_host_to_device,
                           zero_device)
-from runtime.errors import ConfigError
-from runtime.onnx_session import open_session
-from runtime.protocol import TensorSpec
+from stae_deploy.runtime.errors import ConfigError
+from stae_deploy.runtime.onnx_session import open_session
+from stae_deploy.runtime.protocol import TensorSpec
 
 PROVIDERS = {
     "cpu": (["CPUExecutionProvider"], "cpu"),

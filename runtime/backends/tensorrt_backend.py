@@ -13,13 +13,13 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from runtime.artifact import check_graph_io, read_engine_sidecar, require_artifact_file
-from runtime.backends.base import Backend, StateSet
-from runtime.cuda import (DeviceBuffer, PinnedHostArray, copy_device_to_device, copy_device_to_host,
+from stae_deploy.runtime.artifact import check_graph_io, read_engine_sidecar, require_artifact_file
+from stae_deploy.runtime.backends.base import Backend, StateSet
+from stae_deploy.runtime.cuda_runtime import (DeviceBuffer, PinnedHostArray, copy_device_to_device, copy_device_to_host,
                           copy_host_to_device, cuda_call, cudart, zero_device)
-from runtime.errors import ArtifactError, ConfigError, TensorRTUnavailableError
-from runtime.files import sha256_file
-from runtime.protocol import DYNAMIC_BATCH, TensorSpec
+from stae_deploy.runtime.errors import ArtifactError, ConfigError, TensorRTUnavailableError
+from stae_deploy.runtime.files import sha256_file
+from stae_deploy.runtime.protocol import DYNAMIC_BATCH, TensorSpec
 
 
 def require_tensorrt() -> None:

@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import importlib
 
-from runtime.errors import ConfigError
-from stae_ref.cells.base import Latents, RecurrentCell
-from stae_ref.config import STAEConfig
+from stae_deploy.runtime.errors import ConfigError
+from stae_deploy.stae_ref.cells.base import Latents, RecurrentCell
+from stae_deploy.stae_ref.config import STAEConfig
 
 # cell type (``STAEConfig.cell``) -> "module:Class"
 CELLS: dict[str, str] = {
-    "stam": "stae_ref.cells.stam:STAMStack",
-    "stam_bounded": "stae_ref.cells.stam_bounded:BoundedSTAMStack",
-    "convlstm": "stae_ref.cells.convlstm:ConvLSTMStack",
-    "st_lstm": "stae_ref.cells.st_lstm:STLSTMStack",
-    "causal_lstm": "stae_ref.cells.causal_lstm:CausalLSTMStack",
-    "e3d_lstm": "stae_ref.cells.e3d_lstm:E3DLSTMStack",
+    "stam": "stae_deploy.stae_ref.cells.stam:STAMStack",
+    "stam_bounded": "stae_deploy.stae_ref.cells.stam_bounded:BoundedSTAMStack",
+    "convlstm": "stae_deploy.stae_ref.cells.convlstm:ConvLSTMStack",
+    "st_lstm": "stae_deploy.stae_ref.cells.st_lstm:STLSTMStack",
+    "causal_lstm": "stae_deploy.stae_ref.cells.causal_lstm:CausalLSTMStack",
+    "e3d_lstm": "stae_deploy.stae_ref.cells.e3d_lstm:E3DLSTMStack",
 }
 
 __all__ = ["CELLS", "Latents", "RecurrentCell", "cell_class"]

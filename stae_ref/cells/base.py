@@ -6,7 +6,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from stae_ref.config import STAEConfig
+from stae_deploy.stae_ref.config import STAEConfig
 
 
 class Latents(NamedTuple):
@@ -29,7 +29,7 @@ class Latents(NamedTuple):
 class RecurrentCell(nn.Module):
     """Base class of a recurrent cell stack: declares its state and runs one time step.
 
-    The fast export graph (``export.time_stacked``) runs a cell's own code on time-stacked
+    The fast export graph (``stae_deploy.export.time_stacked``) runs a cell's own code on time-stacked
     ``(B, C*T, h, w)`` latents: a cell that only splits, concatenates and stacks along the
     channel axis (dim 1) and indexes its ring axes, with latent-shaped state, exports fast.
     """

@@ -71,9 +71,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from stae_ref.cells.base import Latents, RecurrentCell
-from stae_ref.config import STAEConfig
-from stae_ref.layers import ConvNorm
+from stae_deploy.stae_ref.cells.base import Latents, RecurrentCell
+from stae_deploy.stae_ref.config import STAEConfig
+from stae_deploy.stae_ref.layers import ConvNorm
 
 FORGET_BIAS = 1.0
 

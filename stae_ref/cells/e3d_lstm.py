@@ -70,7 +70,7 @@ Deviations from the official code, all deliberate:
   symmetrically) over the latent's T = clip_len time slices (official: a window of 2 frames);
 * layer 0 reads the concatenation of three encoder latents (STAE's stem), not the frames.
 
-Layouts: the fast export graph (``export.time_stacked``) runs this code on time-stacked
+Layouts: the fast export graph (``stae_deploy.export.time_stacked``) runs this code on time-stacked
 ``(B, C*T, h, w)`` tensors. Convs, gates and the norm are layout-agnostic; RECALL is not (it
 moves channels to the feature axis), so :func:`recall` recognises the stacked layout by rank
 and views it as ``(B, C, T, h, w)`` first (channel ``c*T + t`` is (c, t)): free reshapes, the
@@ -81,10 +81,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from stae_ref.cells.base import Latents, RecurrentCell
-from stae_ref.cells.stam import push
-from stae_ref.config import STAEConfig
-from stae_ref.layers import ConvNorm
+from stae_deploy.stae_ref.cells.base import Latents, RecurrentCell
+from stae_deploy.stae_ref.cells.stam import push
+from stae_deploy.stae_ref.config import STAEConfig
+from stae_deploy.stae_ref.layers import ConvNorm
 
 FORGET_BIAS = 1.0
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from stae_ref.cells.stam import STAMLayer, STAMStack, memory_attention
+from stae_deploy.stae_ref.cells.stam import STAMLayer, STAMStack, memory_attention
 
 
 class BoundedSTAMLayer(STAMLayer):

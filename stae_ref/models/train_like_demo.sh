@@ -34,7 +34,7 @@ for stage in 1 2 3; do cp "$runs/$stage/log.jsonl" "$out/train_log.$stage.jsonl"
 "$bin/python" - "$out" "$name" <<'PY'
 import json, sys
 from pathlib import Path
-from runtime.files import sha256_file
+from stae_deploy.runtime.files import sha256_file
 out, name = Path(sys.argv[1]), sys.argv[2]
 record = {"file": f"{name}.pt", "sha256": sha256_file(out / f"{name}.pt"),
           "recipe": "stae_ref/models/train_like_demo.sh (the demo checkpoint's three stages)"}

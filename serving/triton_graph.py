@@ -32,10 +32,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from export.onnx_graph import graph_io, write_metadata
-from runtime.artifact import ArtifactMetadata, check_graph_io
-from runtime.errors import ArtifactError, ConfigError, ProtocolError
-from runtime.protocol import DYNAMIC_BATCH, IOSpec, StatePair, TensorSpec
+from stae_deploy.export.onnx_graph import graph_io, write_metadata
+from stae_deploy.runtime.artifact import ArtifactMetadata, check_graph_io
+from stae_deploy.runtime.errors import ArtifactError, ConfigError, ProtocolError
+from stae_deploy.runtime.protocol import DYNAMIC_BATCH, IOSpec, StatePair, TensorSpec
 
 START, READY, END, CORRID = "START", "READY", "END", "CORRID"
 CORRID_OUT, END_OUT = "CORRID_OUT", "END_OUT"

@@ -12,11 +12,11 @@ from typing import Any
 
 import onnx
 
-from export.onnx_graph import load_model, verified_metadata
-from export.parity import TOLERANCES, ParityReport, ToleranceTable, compare_rollouts
-from export.tensorrt_support import lint_for_tensorrt, load_support_table
-from runtime.onnx_session import OnnxStepper
-from stae_ref.model import STAE
+from stae_deploy.export.onnx_graph import load_model, verified_metadata
+from stae_deploy.verify.parity import TOLERANCES, ParityReport, ToleranceTable, compare_rollouts
+from stae_deploy.verify.tensorrt_lint import lint_for_tensorrt, load_support_table
+from stae_deploy.runtime.onnx_session import OnnxStepper
+from stae_deploy.stae_ref.model import STAE
 
 
 @dataclass(frozen=True)

@@ -7,17 +7,17 @@
                [--profile] [--force]
 
 ``--models`` benches the comparison models of ``stae_ref/models/`` one after another and adds
-the paper's Table 2 for this machine (``export.bench_models``).
+the paper's Table 2 for this machine (``stae_deploy.benchmarks.bench_models``).
 
-For each frame size the model's artifacts are built in a work folder (``export.bench_artifacts``),
-then every backend (``export.bench_backends``) steps the same real city frames, its state
+For each frame size the model's artifacts are built in a work folder (``stae_deploy.benchmarks.bench_artifacts``),
+then every backend (``stae_deploy.benchmarks.bench_backends``) steps the same real city frames, its state
 carried: step t of every backend back to back (in an order rotating each step) before step t+1,
 so all feel the same machine noise. Around that: the matmul peak at the same thread count
-(``export.bench_matmul``), each backend's peak RSS in a fresh process (``export.bench_memory``)
-and, with ``--profile``, onnxruntime's kernel time per op type (``export.bench_profile``).
+(``stae_deploy.benchmarks.bench_matmul``), each backend's peak RSS in a fresh process (``stae_deploy.benchmarks.bench_memory``)
+and, with ``--profile``, onnxruntime's kernel time per op type (``stae_deploy.benchmarks.bench_profile``).
 
 Row fields: ``latency_ms_median`` / ``latency_ms_p90`` over the timed steps; ``gflop_per_step``:
-the reference's convolution FLOPs at that size (``stae_ref.profile.gflop_per_step``, which counts
+the reference's convolution FLOPs at that size (``stae_deploy.stae_ref.model_cost.gflop_per_step``, which counts
 the Conv3d time-padding taps the fast graph does not compute, so the fast graph's GFLOP/s is
 nominal) times the batch; ``gflops_achieved`` = gflop_per_step / median seconds;
 ``fraction_of_matmul_peak``: that over the best matmul GFLOP/s; ``ratio_to_pytorch_eager``:
@@ -41,21 +41,21 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 from tqdm import tqdm
 
-from export.bench_artifacts import build_artifacts
-from export.bench_backends import BACKENDS, EAGER, Backend, open_backend
-from export.bench_models import (comparison_markdown, comparison_rows, held_out_quality,
+from stae_deploy.benchmarks.bench_artifacts import build_artifacts
+from stae_deploy.benchmarks.bench_backends import BACKENDS, EAGER, Backend, open_backend
+from stae_deploy.benchmarks.bench_models import (comparison_markdown, comparison_rows, held_out_quality,
                                  model_arguments, paired_psnr_vs_stae, selected_models)
-from export.bench_matmul import MATMUL_SIZE, matmul_gflops
-from export.bench_memory import peak_rss_mb
-from export.bench_profile import op_time_share
-from export.bench_report import markdown_table, save_latency_chart, write_text
-from runtime.errors import ConfigError
-from runtime.files import refuse_overwrite
-from runtime.machine import machine_info
-from stae_ref.config import STAEConfig
-from stae_ref.footage import forward_backward, load_clip
-from stae_ref.model import STAE
-from stae_ref.profile import gflop_per_step
+from stae_deploy.benchmarks.bench_matmul import MATMUL_SIZE, matmul_gflops
+from stae_deploy.benchmarks.bench_memory import peak_rss_mb
+from stae_deploy.benchmarks.bench_profile import op_time_share
+from stae_deploy.benchmarks.bench_report import markdown_table, save_latency_chart, write_text
+from stae_deploy.runtime.errors import ConfigError
+from stae_deploy.runtime.files import refuse_overwrite
+from stae_deploy.runtime.machine import machine_info
+from stae_deploy.stae_ref.config import STAEConfig
+from stae_deploy.stae_ref.footage import forward_backward, load_clip
+from stae_deploy.stae_ref.model import STAE
+from stae_deploy.stae_ref.model_cost import gflop_per_step
 
 CLIP = "city"
 MEASURED_FIELDS = ("latency_ms_median", "latency_ms_p90", "peak_rss_mb", "gflop_per_step",
@@ -95,8 +95,8 @@ class BenchSettings:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The model source (``stae_ref.commands.common``) and the bench's own options."""
-    from stae_ref.commands.common import add_model_source, frame_size
+    """The model source (``stae_deploy.cli.args``) and the bench's own options."""
+    from stae_deploy.cli.args import add_model_source, frame_size
 
     add_model_source(parser)
     parser.add_argument("--models", nargs="+", metavar="NAME",
@@ -130,7 +130,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Bench every frame size, print the table, write the files asked for; exit status."""
-    from stae_ref.commands.common import load_model
+    from stae_deploy.cli.args import load_model
 
     settings = settings_from_args(args)
     outputs = {option: refuse_overwrite(path, args.force) for option, path in
@@ -281,7 +281,7 @@ def model_name(args: argparse.Namespace, provenance: dict[str, Any]) -> str:
 
 
 def machine() -> dict[str, Any]:
-    """:func:`runtime.machine.machine_info` plus the torch version."""
+    """:func:`stae_deploy.runtime.machine.machine_info` plus the torch version."""
     import torch
 
     return machine_info(torch=torch.__version__)

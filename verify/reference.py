@@ -9,14 +9,14 @@ from pathlib import Path
 
 import torch
 
-from export.onnx_graph import load_model, verified_metadata
-from export.parity import OnnxReference
-from runtime.artifact import ArtifactMetadata
-from runtime.errors import ArtifactError
-from runtime.files import sha256_file
-from stae_ref.checkpoint import load_checkpoint, weights_sha256
-from stae_ref.config import STAEConfig
-from stae_ref.model import STAE
+from stae_deploy.export.onnx_graph import load_model, verified_metadata
+from stae_deploy.verify.parity import OnnxReference
+from stae_deploy.runtime.artifact import ArtifactMetadata
+from stae_deploy.runtime.errors import ArtifactError
+from stae_deploy.runtime.files import sha256_file
+from stae_deploy.stae_ref.checkpoint import load_checkpoint, weights_sha256
+from stae_deploy.stae_ref.config import STAEConfig
+from stae_deploy.stae_ref.model import STAE
 
 
 def reference_for(metadata: ArtifactMetadata, source: str,

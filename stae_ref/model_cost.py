@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from stae_ref.model import STAE
+from stae_deploy.stae_ref.model import STAE
 
 
 def parameter_count(model: torch.nn.Module) -> int:

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from runtime.protocol import IOSpec
-from stae_ref.model import STAE
+from stae_deploy.runtime.protocol import IOSpec
+from stae_deploy.stae_ref.model import STAE
 
 REFERENCE_RUNNER = "stae-pytorch-reference"
 

@@ -1,6 +1,6 @@
 """Where an onnxruntime step spends its kernel time, per op type (``stae bench --profile``).
 
-The artifact is opened by :class:`runtime.onnx_session.OnnxStepper` with onnxruntime's profiler
+The artifact is opened by :class:`stae_deploy.runtime.onnx_session.OnnxStepper` with onnxruntime's profiler
 on (a pass of its own: profiling slows every node, so it never overlaps the timed run). The profile's ``Node`` events named
 ``*_kernel_time`` are summed per ``args.op_name``, leaving out the warm-up runs.
 """
@@ -19,7 +19,7 @@ def op_time_share(path: str | Path, frames: Iterable[np.ndarray], batch: int, th
     """Op type -> share of kernel time (fractions summing to 1, largest first) over the steps
     after ``warmup`` of stepping ``path`` on ``frames`` ((batch, 3, H, W) float32 each), state
     carried. The profile JSON is written next to ``profile_prefix``."""
-    from runtime.onnx_session import OnnxStepper
+    from stae_deploy.runtime.onnx_session import OnnxStepper
 
     def profiled(options) -> None:
         options.enable_profiling = True

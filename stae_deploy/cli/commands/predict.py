@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stae_ref.commands.common import add_model_source, load_model
-from stae_ref.footage import CLIPS, DEFAULT_CLIP
+from stae_deploy.cli.args import add_model_source, load_model
+from stae_deploy.stae_ref.footage import CLIPS, DEFAULT_CLIP
 
 OUTPUT_NAMES = ("reference_side_by_side.mp4", "reference_psnr.png", "reference_psnr.json")
 
@@ -32,12 +32,12 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from runtime.files import refuse_overwrite
-    from runtime.frames import model_frame_to_bgr
-    from runtime.media import VideoFileWriter, side_by_side
-    from runtime.metrics import psnr_db
-    from runtime.plots import save_line_plot
-    from stae_ref.footage import load_clip
+    from stae_deploy.runtime.files import refuse_overwrite
+    from stae_deploy.runtime.frames import model_frame_to_bgr
+    from stae_deploy.runtime.media import VideoFileWriter, side_by_side
+    from stae_deploy.runtime.metrics import psnr_db
+    from stae_deploy.runtime.plots import save_line_plot
+    from stae_deploy.stae_ref.footage import load_clip
 
     video_path, plot_path, json_path = (refuse_overwrite(Path(args.output_dir) / name, args.force)
                                         for name in OUTPUT_NAMES)

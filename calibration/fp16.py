@@ -22,10 +22,10 @@ import sys
 import time
 from pathlib import Path
 
-from export.onnx_graph import graph_io, load_model, save_model, verified_metadata, write_metadata
-from runtime.artifact import ArtifactMetadata, check_graph_io
-from runtime.errors import ArtifactError, ConfigError
-from runtime.files import refuse_overwrite, sha256_file
+from stae_deploy.export.onnx_graph import graph_io, load_model, save_model, verified_metadata, write_metadata
+from stae_deploy.runtime.artifact import ArtifactMetadata, check_graph_io
+from stae_deploy.runtime.errors import ArtifactError, ConfigError
+from stae_deploy.runtime.files import refuse_overwrite, sha256_file
 
 DEFAULT_FP16_OP_TYPES = ("Conv",)
 NEVER_FP16_OP_TYPES = ("InstanceNormalization", "GroupNormalization", "LayerNormalization",
@@ -76,7 +76,7 @@ def convert_fp16(source: str | Path, output: str | Path, *, io_precision: str = 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from export.check_cli import add_check_arguments
+    from stae_deploy.verify.check_cli import add_check_arguments
 
     parser.add_argument("model", help="an fp32 ONNX exported by `stae export`")
     parser.add_argument("--output", "-o", required=True, help="the FP16 ONNX file to write")
@@ -93,7 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from export.check_cli import run_checks_and_report
+    from stae_deploy.verify.check_cli import run_checks_and_report
 
     print(f"converting {args.model} to FP16 ({', '.join(args.fp16_ops)} in FP16, I/O "
           f"{args.io_precision}) ...", file=sys.stderr)
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
           file=sys.stderr)
     if args.no_check:
         return 0
-    from export.reference import reference_or_source
+    from stae_deploy.verify.reference import reference_or_source
 
     return run_checks_and_report(args.output, args,
                                  reference=reference_or_source(args.model, args.checkpoint))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from runtime.errors import ConfigError
+from stae_deploy.runtime.errors import ConfigError
 
 
 def frame_size(text: str) -> tuple[int, int]:
@@ -40,10 +40,10 @@ def load_model(args: argparse.Namespace):
     """
     import torch
 
-    from runtime.files import sha256_file
-    from stae_ref.checkpoint import load_checkpoint, weights_sha256
-    from stae_ref.config import STAEConfig
-    from stae_ref.model import STAE
+    from stae_deploy.runtime.files import sha256_file
+    from stae_deploy.stae_ref.checkpoint import load_checkpoint, weights_sha256
+    from stae_deploy.stae_ref.config import STAEConfig
+    from stae_deploy.stae_ref.model import STAE
 
     if args.checkpoint:
         model, _ = load_checkpoint(args.checkpoint)

@@ -22,10 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runtime.plots import save_line_plot
-    from stae_ref.checkpoint import load_checkpoint
-    from stae_ref.evaluation import evaluate
-    from stae_ref.training_data import DEFAULT_HOLDOUT_FRACTION, split_clips
+    from stae_deploy.runtime.plots import save_line_plot
+    from stae_deploy.stae_ref.checkpoint import load_checkpoint
+    from stae_deploy.stae_ref.evaluation import evaluate
+    from stae_deploy.stae_ref.training_data import DEFAULT_HOLDOUT_FRACTION, split_clips
 
     model, metadata = load_checkpoint(args.checkpoint)
     trained = metadata.get("train_config", {})
@@ -35,8 +35,8 @@ def run(args: argparse.Namespace) -> int:
     report = evaluate(model, splits, horizons=args.horizons)
     report["checkpoint"] = args.checkpoint
     if args.long_stream:
-        from stae_ref.evaluation import long_stream_stability
-        from stae_ref.footage import forward_backward
+        from stae_deploy.stae_ref.evaluation import long_stream_stability
+        from stae_deploy.stae_ref.footage import forward_backward
 
         report["long_stream"] = {split.name: long_stream_stability(
             model, forward_backward(split.frames, args.long_stream + 1)) for split in splits}

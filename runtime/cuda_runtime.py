@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.errors import CudaError
+from stae_deploy.runtime.errors import CudaError
 
 
 def cudart() -> Any:

@@ -7,7 +7,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from stae_ref.footage import CLIPS, DEFAULT_CLIP
+from stae_deploy.stae_ref.footage import CLIPS, DEFAULT_CLIP
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,15 +46,15 @@ def run(args: argparse.Namespace) -> int:
 def run_checks_and_report(path: str | Path, args: argparse.Namespace, reference=None) -> int:
     """Run every check on ``path`` and print the report; returns the process exit code.
 
-    reference: the PyTorch model or an ``export.parity.StepReference``; by default the
-    PyTorch reference the artifact's metadata names (``export.reference.reference_for``)."""
-    from export.checks import check_artifact
-    from export.onnx_graph import load_model, verified_metadata
-    from export.parity import TOLERANCES
-    from export.reference import reference_for
-    from runtime.errors import ConfigError
-    from stae_ref.footage import forward_backward, load_clip
-    from stae_ref.model import STAE
+    reference: the PyTorch model or an ``stae_deploy.verify.parity.StepReference``; by default the
+    PyTorch reference the artifact's metadata names (``stae_deploy.verify.reference.reference_for``)."""
+    from stae_deploy.verify.checks import check_artifact
+    from stae_deploy.export.onnx_graph import load_model, verified_metadata
+    from stae_deploy.verify.parity import TOLERANCES
+    from stae_deploy.verify.reference import reference_for
+    from stae_deploy.runtime.errors import ConfigError
+    from stae_deploy.stae_ref.footage import forward_backward, load_clip
+    from stae_deploy.stae_ref.model import STAE
 
     metadata = verified_metadata(load_model(path), str(path))
     if reference is None:
@@ -91,7 +91,7 @@ def run_checks_and_report(path: str | Path, args: argparse.Namespace, reference=
 def _save_polygraphy(path, metadata, reference, frames, args, tolerance: float) -> None:
     import sys
 
-    from export.polygraphy_io import polygraphy_command, save_polygraphy_data
+    from stae_deploy.verify.polygraphy_io import polygraphy_command, save_polygraphy_data
 
     inputs, outputs = save_polygraphy_data(metadata.spec, reference, frames,
                                            args.polygraphy_steps, args.save_polygraphy)
@@ -130,7 +130,7 @@ def _print_report(report) -> None:
 
 
 def _plot(report, path: str) -> None:
-    from runtime.plots import save_line_plot
+    from stae_deploy.runtime.plots import save_line_plot
 
     parity = report.parity
     save_line_plot(path, {"prediction PSNR vs reference (dB)": parity.pred_psnr_db},

@@ -1,7 +1,7 @@
 """The machine's practical float32 peak: GFLOP/s of a 2048x2048 matmul in numpy, torch and
 onnxruntime, at the bench's thread count.
 
-    python -m export.bench_matmul --threads T [--repeats N]
+    python -m stae_deploy.benchmarks.bench_matmul --threads T [--repeats N]
 
 Each contender is timed best-of-N after one warm-up call; a matmul of n x n matrices is 2 n^3
 FLOP. The measurement runs in a fresh process (:func:`matmul_gflops`) because numpy's BLAS
@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from export.bench_subprocess import run_module_json
+from stae_deploy.benchmarks.bench_subprocess import run_module_json
 
 MATMUL_SIZE = 2048
 MATMUL_REPEATS = 5
@@ -27,7 +27,7 @@ THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"
 def matmul_gflops(threads: int, repeats: int = MATMUL_REPEATS) -> dict[str, float]:
     """Contender ("numpy", "torch", "onnxruntime") -> best GFLOP/s of a 2048x2048 float32
     matmul on ``threads`` threads, and ``"best"``: the highest of them."""
-    return run_module_json("export.bench_matmul",
+    return run_module_json("stae_deploy.benchmarks.bench_matmul",
                            ["--threads", str(threads), "--repeats", str(repeats)],
                            env={name: str(threads) for name in THREAD_VARIABLES})
 

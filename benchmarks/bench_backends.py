@@ -1,8 +1,8 @@
 """The backends `stae bench` times: one small class each behind :class:`Backend`.
 
-Every backend is opened from a file in the bench's work folder (``export.bench_artifacts``) and
+Every backend is opened from a file in the bench's work folder (``stae_deploy.benchmarks.bench_artifacts``) and
 carries its own recurrent state from step to step. Imports are lazy, so a process that opens an
-onnxruntime backend never loads torch (``export.bench_memory`` relies on it).
+onnxruntime backend never loads torch (``stae_deploy.benchmarks.bench_memory`` relies on it).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from runtime.protocol import IOSpec
+from stae_deploy.runtime.protocol import IOSpec
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -66,7 +66,7 @@ class EagerBackend(Backend):
                  threads: int):
         import torch
 
-        from stae_ref.checkpoint import load_checkpoint
+        from stae_deploy.stae_ref.checkpoint import load_checkpoint
 
         torch.set_num_threads(threads)
         self._torch = torch
@@ -93,12 +93,12 @@ def no_spinning(options: ort.SessionOptions) -> None:
 
 
 class OnnxBackend(Backend):
-    """An ONNX artifact stepped by :class:`runtime.onnx_session.OnnxStepper` (CPU provider),
+    """An ONNX artifact stepped by :class:`stae_deploy.runtime.onnx_session.OnnxStepper` (CPU provider),
     its workers not spinning between steps (:func:`no_spinning`)."""
 
     def __init__(self, path: str | Path, batch: int, threads: int | None):
         """threads: intra-op threads (None: onnxruntime's default)."""
-        from runtime.onnx_session import OnnxStepper
+        from stae_deploy.runtime.onnx_session import OnnxStepper
 
         self.path = Path(path)
         self.stepper = OnnxStepper(path, threads=threads, configure=no_spinning)
@@ -112,7 +112,7 @@ class OnnxBackend(Backend):
         """Bytes of the graph's initializers."""
         from onnx.helper import tensor_dtype_to_np_dtype
 
-        from export.onnx_graph import load_model
+        from stae_deploy.export.onnx_graph import load_model
 
         return sum(int(np.prod(init.dims)) * tensor_dtype_to_np_dtype(init.data_type).itemsize
                    for init in load_model(self.path).graph.initializer)

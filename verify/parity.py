@@ -26,11 +26,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from runtime.errors import ArtifactError
-from runtime.metrics import psnr_db
-from runtime.onnx_session import OnnxStepper
-from runtime.protocol import IOSpec
-from stae_ref.model import STAE
+from stae_deploy.runtime.errors import ArtifactError
+from stae_deploy.runtime.metrics import psnr_db
+from stae_deploy.runtime.onnx_session import OnnxStepper
+from stae_deploy.runtime.protocol import IOSpec
+from stae_deploy.stae_ref.model import STAE
 
 CHAOS_NOISE = 1e-6
 # Float32 running sums of the vectorised reduction that FP32 noise is measured with (fp32_noise).

@@ -6,7 +6,7 @@ model whose trained checkpoint exists (``stae_ref/checkpoints/<name>/checkpoint.
 demo for ``stae``) runs with its weights and brings the held-out quality of its ``eval.json``;
 the others run with seeded random weights (speed and memory do not depend on the weights) and
 show no quality. Every model runs every backend of the bench at every frame size
-(``export.bench.bench_frame_size``); the comparison rows then put, per model and frame size:
+(``stae_deploy.benchmarks.bench.bench_frame_size``); the comparison rows then put, per model and frame size:
 parameters, GFLOP per step, peak RSS and step latency of each backend, the memory and time
 ratios to ConvLSTM measured here, and the paper's (Table 2: GPU memory at batch 1 and inference
 time for 40 samples at 512², UCF Sport).
@@ -20,9 +20,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-import stae_ref
-from export.bench_backends import BACKENDS, EAGER
-from runtime.errors import ConfigError
+from stae_deploy import stae_ref
+from stae_deploy.benchmarks.bench_backends import BACKENDS, EAGER
+from stae_deploy.runtime.errors import ConfigError
 
 MODELS_DIR = Path(stae_ref.__file__).resolve().parent / "models"
 CHECKPOINTS_DIR = Path(stae_ref.__file__).resolve().parent / "checkpoints"
@@ -60,7 +60,7 @@ def selected_models(requested: Sequence[str]) -> list[str]:
 
 
 def model_arguments(name: str, seed: int) -> argparse.Namespace:
-    """The model-source arguments (``stae_ref.commands.common.load_model``) of model ``name``:
+    """The model-source arguments (``stae_deploy.cli.args.load_model``) of model ``name``:
     its trained checkpoint if committed, else its config with seeded random weights."""
     record = checkpoint_folder(name) / "checkpoint.json"
     if record.is_file():

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from stae_ref.footage import CLIPS, cache_dir, fetch
+from stae_deploy.stae_ref.footage import CLIPS, cache_dir, fetch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

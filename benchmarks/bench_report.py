@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from runtime.files import atomic_path
-from runtime.plots import save_figure
+from stae_deploy.runtime.files import atomic_path
+from stae_deploy.runtime.plots import save_figure
 
 # (header, row field, format) of the table's measured columns.
 COLUMNS = (

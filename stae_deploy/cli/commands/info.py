@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from stae_ref.commands.common import add_model_source, load_model
+from stae_deploy.cli.args import add_model_source, load_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stae_ref.profile import gflop_per_step, parameter_count
+    from stae_deploy.stae_ref.model_cost import gflop_per_step, parameter_count
 
     model, provenance = load_model(args)
     config = model.config

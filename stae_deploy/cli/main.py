@@ -10,37 +10,37 @@ import argparse
 import importlib
 import sys
 
-from runtime.errors import StaeError
+from stae_deploy.runtime.errors import exit_code_of
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "info": ("stae_ref.commands.info",
+    "info": ("stae_deploy.cli.commands.info",
              "config, derived sizes, parameters, GFLOP per step and the state protocol"),
-    "data": ("stae_ref.commands.data", "fetch, verify and list the real footage clips"),
-    "predict": ("stae_ref.commands.predict",
+    "data": ("stae_deploy.cli.commands.data", "fetch, verify and list the real footage clips"),
+    "predict": ("stae_deploy.cli.commands.predict",
                 "run the PyTorch reference over a clip: side-by-side video and PSNR plot"),
-    "train": ("stae_ref.train", "train a model on the real footage (resumable, seeded)"),
-    "eval": ("stae_ref.commands.evaluate",
+    "train": ("stae_deploy.stae_ref.train", "train a model on the real footage (resumable, seeded)"),
+    "eval": ("stae_deploy.cli.commands.evaluate",
              "held-out next-frame PSNR/SSIM of a checkpoint vs copy-last-frame"),
-    "export": ("export.to_onnx", "export one time step to ONNX with explicit state, then check it"),
-    "check": ("export.check_cli",
+    "export": ("stae_deploy.export.to_onnx", "export one time step to ONNX with explicit state, then check it"),
+    "check": ("stae_deploy.verify.check_cli",
               "check an ONNX model: checker, shapes, TensorRT lint, protocol, parity rollout"),
-    "fp16": ("export.fp16", "FP16 variant of an exported model (ModelOpt AutoCast), checked"),
-    "calibrate": ("calibration.record",
+    "fp16": ("stae_deploy.calibration.fp16", "FP16 variant of an exported model (ModelOpt AutoCast), checked"),
+    "calibrate": ("stae_deploy.calibration.record",
                   "record INT8 calibration inputs (frame + state) along real FP32 rollouts"),
-    "quantize": ("calibration.quantize",
+    "quantize": ("stae_deploy.calibration.quantize",
                  "INT8 Q/DQ graph (ModelOpt for TensorRT, or onnxruntime) from a calibration file"),
-    "drift": ("calibration.drift",
+    "drift": ("stae_deploy.calibration.drift",
               "step-after-step drift of INT8/FP16 variants vs FP32 on held-out footage"),
-    "sensitivity": ("calibration.sensitivity",
+    "sensitivity": ("stae_deploy.calibration.sensitivity",
                     "INT8 cost of each node group, one at a time (justifies the exclusions)"),
-    "build": ("export.build_engine", "TensorRT engine (strongly typed) + sidecar from an ONNX"),
-    "triton": ("export.triton", "NVIDIA Triton model repository (sequence batcher, implicit "
+    "build": ("stae_deploy.export.build_engine", "TensorRT engine (strongly typed) + sidecar from an ONNX"),
+    "triton": ("stae_deploy.serving.triton_repository", "NVIDIA Triton model repository (sequence batcher, implicit "
                                 "state) from a dynamic-batch ONNX or its engine"),
-    "bench": ("export.bench", "per-step latency, GFLOP/s and peak memory of every backend, "
+    "bench": ("stae_deploy.benchmarks.bench", "per-step latency, GFLOP/s and peak memory of every backend, "
                               "interleaved in one run"),
-    "run": ("runtime.cli_run", "predict the next frames of a camera, stream or video file"),
-    "report": ("runtime.demo_report", "PSNR plot and summary from `stae run` + `stae predict`"),
+    "run": ("stae_deploy.runtime.cli_run", "predict the next frames of a camera, stream or video file"),
+    "report": ("stae_deploy.runtime.demo_report", "PSNR plot and summary from `stae run` + `stae predict`"),
 }
 
 
@@ -56,11 +56,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     module.add_arguments(parser)
     args = parser.parse_args(rest)
-    try:
-        return int(module.run(args) or 0)
-    except StaeError as err:
-        print(f"stae {name}: error: {err}", file=sys.stderr)
-        return 2
+    return exit_code_of(f"stae {name}", lambda: module.run(args))
 
 
 def _top_level_parser() -> argparse.ArgumentParser:

@@ -8,9 +8,9 @@ each stream's recurrent state on the server (implicit state, DESIGN_BRIEF §6); 
 ``state`` entries come from the protocol stored in the artifact, never re-typed.
 
 * An ONNX source gets a Triton copy with the sequence controls as real inputs
-  (``export.triton_graph``). An engine cannot be rewritten: it must have been built (``stae
+  (``stae_deploy.serving.triton_graph``). An engine cannot be rewritten: it must have been built (``stae
   build``) from a ``model.onnx`` this command wrote, which its sidecar says.
-* Triton pairs state inputs with outputs by sorted name (``export.triton_graph``); a protocol
+* Triton pairs state inputs with outputs by sorted name (``stae_deploy.serving.triton_graph``); a protocol
   whose names mispair is refused, or renamed with ``--rename-states`` (ONNX sources only).
 * The model directory is assembled beside the repository and renamed into it at the end, so a
   killed run never leaves a half-written model that Triton would try to load.
@@ -31,12 +31,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from export.onnx_graph import load_model, save_model, verified_metadata
-from export.triton_graph import (CONTROL_INPUTS, CORRID, CORRID_OUT, END, NOTE_CONTROLS, READY,
+from stae_deploy.export.onnx_graph import load_model, save_model, verified_metadata
+from stae_deploy.serving.triton_graph import (CONTROL_INPUTS, CORRID, CORRID_OUT, END, NOTE_CONTROLS, READY,
                                  START, add_sequence_controls, check_state_pairing, has_controls)
-from runtime.artifact import ArtifactMetadata, engine_sidecar_path, read_engine_sidecar
-from runtime.errors import ArtifactError, ConfigError, OutputExistsError
-from runtime.protocol import DYNAMIC_BATCH, IOSpec, TensorSpec
+from stae_deploy.runtime.artifact import ArtifactMetadata, engine_sidecar_path, read_engine_sidecar
+from stae_deploy.runtime.errors import ArtifactError, ConfigError, OutputExistsError
+from stae_deploy.runtime.protocol import DYNAMIC_BATCH, IOSpec, TensorSpec
 
 TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int8": "TYPE_INT8",
                 "uint8": "TYPE_UINT8", "int32": "TYPE_INT32", "int64": "TYPE_INT64",

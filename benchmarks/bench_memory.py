@@ -1,6 +1,6 @@
 """Peak RSS of one bench backend, measured in a fresh process that imports only what it needs.
 
-    python -m export.bench_memory BACKEND ARTIFACT --frame-size H W --batch B --threads T
+    python -m stae_deploy.benchmarks.bench_memory BACKEND ARTIFACT --frame-size H W --batch B --threads T
                                   [--steps N]
 
 Opens the backend (no torch for the onnxruntime ones), runs N steps on a seeded random frame
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from export.bench_backends import BACKENDS, open_backend
-from export.bench_subprocess import run_module_json
+from stae_deploy.benchmarks.bench_backends import BACKENDS, open_backend
+from stae_deploy.benchmarks.bench_subprocess import run_module_json
 
 MEMORY_STEPS = 3
 
@@ -31,7 +31,7 @@ def peak_rss_mb(key: str, artifact: str | Path, frame_size: tuple[int, int], bat
                 threads: int, steps: int = MEMORY_STEPS) -> float:
     """Peak resident memory in MiB of a fresh process that opens backend ``key`` from
     ``artifact`` and runs ``steps`` steps at ``frame_size`` (H, W) pixels and ``batch``."""
-    answer = run_module_json("export.bench_memory", [
+    answer = run_module_json("stae_deploy.benchmarks.bench_memory", [
         key, str(Path(artifact).resolve()), "--frame-size", *map(str, frame_size),
         "--batch", str(batch), "--threads", str(threads), "--steps", str(steps)])
     return answer["peak_rss_kib"] / 1024

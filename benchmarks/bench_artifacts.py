@@ -1,7 +1,7 @@
 """The files `stae bench` times, built in a work folder with the project's own tools.
 
 ``eager``: the model saved as a checkpoint (so a fresh process can load it); ``plain`` and
-``fast``: :func:`export.to_onnx.export_onnx` graphs; ``fp16``: :func:`export.fp16.convert_fp16`
+``fast``: :func:`stae_deploy.export.to_onnx.export_onnx` graphs; ``fp16``: :func:`stae_deploy.calibration.fp16.convert_fp16`
 of the fast graph; ``int8``: the fast graph quantised for onnxruntime after a short calibration
 on city (the row is about speed, not accuracy). A build that fails for a reason a user can meet
 (a missing tool, a graph a tool refuses) leaves that reason instead of a path and the others go
@@ -12,15 +12,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from calibration.calib_data import save_calibration
-from calibration.quantize import quantize_model
-from calibration.record import calibration_streams, record_calibration
-from export.fp16 import convert_fp16
-from export.to_onnx import export_onnx
-from runtime.errors import ArtifactError, OutputExistsError, StaeError
-from runtime.files import refuse_overwrite
-from stae_ref.checkpoint import save_checkpoint
-from stae_ref.model import STAE
+from stae_deploy.calibration.calib_data import save_calibration
+from stae_deploy.calibration.quantize import quantize_model
+from stae_deploy.calibration.record import calibration_streams, record_calibration
+from stae_deploy.calibration.fp16 import convert_fp16
+from stae_deploy.export.to_onnx import export_onnx
+from stae_deploy.runtime.errors import ArtifactError, OutputExistsError, StaeError
+from stae_deploy.runtime.files import refuse_overwrite
+from stae_deploy.stae_ref.checkpoint import save_checkpoint
+from stae_deploy.stae_ref.model import STAE
 
 CALIBRATION_CLIP = "city"
 CALIBRATION_STEPS = 24

@@ -1,0 +1,1 @@
+"""Serving on NVIDIA Triton: the model repository (``stae triton``) and its client."""

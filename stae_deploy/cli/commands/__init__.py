@@ -1,0 +1,1 @@
+"""One module per ``stae`` subcommand (``stae_deploy.cli.main.COMMANDS`` lists them)."""

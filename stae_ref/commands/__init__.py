@@ -1,1 +1,0 @@
-"""``stae`` subcommands of the reference side (see ``stae_cli.COMMANDS``)."""
