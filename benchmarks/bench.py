@@ -44,7 +44,7 @@ from tqdm import tqdm
 from stae_deploy.benchmarks.bench_artifacts import build_artifacts
 from stae_deploy.benchmarks.bench_backends import BACKENDS, EAGER, Backend, open_backend
 from stae_deploy.benchmarks.bench_models import (comparison_markdown, comparison_rows, held_out_quality,
-                                 model_arguments, paired_psnr_vs_stae, selected_models)
+                                 model_source, paired_psnr_vs_stae, selected_models)
 from stae_deploy.benchmarks.bench_matmul import MATMUL_SIZE, matmul_gflops
 from stae_deploy.benchmarks.bench_memory import peak_rss_mb
 from stae_deploy.benchmarks.bench_profile import op_time_share
@@ -130,7 +130,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Bench every frame size, print the table, write the files asked for; exit status."""
-    from stae_deploy.cli.args import load_model
+    from stae_deploy.cli.args import model_source as source_of
+    from stae_deploy.stae_ref.model_source import load_model
 
     settings = settings_from_args(args)
     outputs = {option: refuse_overwrite(path, args.force) for option, path in
@@ -140,8 +141,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--frame-size: the bench runs at each of --frame-sizes; give them there")
     if args.models and (args.checkpoint or args.config):
         raise ConfigError("--models: each model brings its own weights; drop --checkpoint/--config")
-    sources = [(name, model_arguments(name, args.seed)) for name in selected_models(args.models)] \
-        if args.models else [(None, args)]
+    sources = [(name, model_source(name, args.seed)) for name in selected_models(args.models)] \
+        if args.models else [(None, source_of(args))]
     print(f"matmul peak ({MATMUL_SIZE}x{MATMUL_SIZE} float32, {settings.threads} threads) ...",
           file=sys.stderr)
     matmul = matmul_gflops(settings.threads)

@@ -13,7 +13,6 @@ time for 40 samples at 512², UCF Sport).
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -21,6 +20,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from stae_deploy import stae_ref
+from stae_deploy.stae_ref.model_source import ModelSource
 from stae_deploy.benchmarks.bench_backends import BACKENDS, EAGER
 from stae_deploy.runtime.errors import ConfigError
 
@@ -59,16 +59,14 @@ def selected_models(requested: Sequence[str]) -> list[str]:
     return names
 
 
-def model_arguments(name: str, seed: int) -> argparse.Namespace:
-    """The model-source arguments (``stae_deploy.cli.args.load_model``) of model ``name``:
-    its trained checkpoint if committed, else its config with seeded random weights."""
+def model_source(name: str, seed: int) -> ModelSource:
+    """Where model ``name``'s weights come from: its trained checkpoint if committed, else its
+    config with seeded random weights."""
     record = checkpoint_folder(name) / "checkpoint.json"
     if record.is_file():
         checkpoint = checkpoint_folder(name) / json.loads(record.read_text())["file"]
-        return argparse.Namespace(checkpoint=str(checkpoint), config=None, frame_size=None,
-                                  seed=seed)
-    return argparse.Namespace(checkpoint=None, config=str(MODELS_DIR / f"{name}.json"),
-                              frame_size=None, seed=seed)
+        return ModelSource(checkpoint=str(checkpoint), seed=seed)
+    return ModelSource(config=str(MODELS_DIR / f"{name}.json"), seed=seed)
 
 
 def checkpoint_folder(name: str) -> Path:

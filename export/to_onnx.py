@@ -133,9 +133,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from stae_deploy.export.build_engine import BuildConfig, trtexec_command
     from stae_deploy.verify.check_cli import run_checks_and_report
-    from stae_deploy.cli.args import load_model as load_reference
+    from stae_deploy.cli.args import model_source
+    from stae_deploy.stae_ref.model_source import load_model as load_reference
 
-    model, provenance = load_reference(args)
+    model, provenance = load_reference(model_source(args))
     if "random_seed" in provenance:
         print("WARNING: no --checkpoint given: exporting SEEDED RANDOM WEIGHTS "
               f"(seed {provenance['random_seed']}). Predictions will be noise. Pass --checkpoint "

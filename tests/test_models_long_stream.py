@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from stae_deploy.benchmarks.bench_models import checkpoint_folder, model_arguments
+from stae_deploy.benchmarks.bench_models import checkpoint_folder, model_source
 from stae_deploy.stae_ref.checkpoint import load_checkpoint
 from stae_deploy.stae_ref.evaluation import long_stream_stability
 from stae_deploy.stae_ref.footage import forward_backward, load_clip
@@ -20,7 +20,7 @@ STATE_BOUNDED = {"stae_standard_ed", "e3d_lstm"}     # normalised memories
 
 
 def _short_stream(name: str, clip: str) -> tuple[dict, dict]:
-    model, _ = load_checkpoint(model_arguments(name, seed=0).checkpoint)
+    model, _ = load_checkpoint(model_source(name, seed=0).checkpoint)
     frames = forward_backward(load_clip(clip, model.config.frame_size), STEPS + 1)
     with torch.no_grad():
         measured = long_stream_stability(model, frames, window=100)

@@ -1,9 +1,10 @@
-"""Argument helpers shared by the reference-side subcommands."""
+"""Argument groups shared by several ``stae`` commands, each turned into the frozen config the
+library takes: model source (:class:`ModelSource`) and the onnxruntime provider."""
 from __future__ import annotations
 
 import argparse
 
-from stae_deploy.runtime.errors import ConfigError
+from stae_deploy.stae_ref.model_source import ModelSource
 
 
 def frame_size(text: str) -> tuple[int, int]:
@@ -21,7 +22,7 @@ def frame_size(text: str) -> tuple[int, int]:
 
 
 def add_model_source(parser: argparse.ArgumentParser) -> None:
-    """--checkpoint CKPT | --config cfg.json, plus --frame-size."""
+    """--checkpoint CKPT | --config cfg.json, plus --frame-size and --seed."""
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--checkpoint", help="a stae checkpoint (carries its config and weights)")
     source.add_argument("--config", help="a STAEConfig JSON file (random weights)")
@@ -31,33 +32,16 @@ def add_model_source(parser: argparse.ArgumentParser) -> None:
                         help="seed of the random weights when no checkpoint is given")
 
 
-def load_model(args: argparse.Namespace):
-    """(model, provenance) from the parsed model-source arguments.
+def model_source(args: argparse.Namespace) -> ModelSource:
+    """The :class:`ModelSource` of the arguments :func:`add_model_source` added."""
+    return ModelSource(checkpoint=args.checkpoint, config=args.config,
+                       frame_size=args.frame_size, seed=args.seed)
 
-    ``provenance`` says where the weights came from: ``{"checkpoint": path,
-    "checkpoint_sha256": ...}`` or ``{"random_seed": seed}``, plus ``"weights_sha256"``. The
-    model's config carries ``--frame-size`` if given.
-    """
-    import torch
 
-    from stae_deploy.runtime.files import sha256_file
-    from stae_deploy.stae_ref.checkpoint import load_checkpoint, weights_sha256
-    from stae_deploy.stae_ref.config import STAEConfig
-    from stae_deploy.stae_ref.model import STAE
+def add_provider(parser: argparse.ArgumentParser) -> None:
+    """--provider: the onnxruntime execution provider (ONNX models), one of the backend's
+    ``PROVIDERS``."""
+    from stae_deploy.runtime.backends.onnxruntime_backend import PROVIDERS
 
-    if args.checkpoint:
-        model, _ = load_checkpoint(args.checkpoint)
-        provenance = {"checkpoint": str(args.checkpoint),
-                      "checkpoint_sha256": sha256_file(args.checkpoint)}
-    else:
-        config = STAEConfig.load(args.config) if args.config else STAEConfig()
-        torch.manual_seed(args.seed)
-        model, provenance = STAE(config).eval(), {"random_seed": args.seed}
-    if args.frame_size is not None:
-        try:
-            model.config = model.config.with_frame_size(args.frame_size)
-        except ConfigError as err:
-            raise ConfigError(f"--frame-size {args.frame_size[0]}x{args.frame_size[1]}: {err}") \
-                from None
-    provenance["weights_sha256"] = weights_sha256(model)
-    return model, provenance
+    parser.add_argument("--provider", choices=sorted(PROVIDERS), default="cpu",
+                        help="onnxruntime execution provider (ONNX models)")

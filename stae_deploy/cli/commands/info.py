@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from stae_deploy.cli.args import add_model_source, load_model
+from stae_deploy.cli.args import add_model_source, model_source
+from stae_deploy.stae_ref.model_source import load_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from stae_deploy.stae_ref.model_cost import gflop_per_step, parameter_count
 
-    model, provenance = load_model(args)
+    model, provenance = load_model(model_source(args))
     config = model.config
     spec = model.spec()
     state = [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype,

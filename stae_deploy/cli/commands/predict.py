@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stae_deploy.cli.args import add_model_source, load_model
+from stae_deploy.cli.args import add_model_source, model_source
+from stae_deploy.stae_ref.model_source import load_model
 from stae_deploy.stae_ref.footage import CLIPS, DEFAULT_CLIP
 
 OUTPUT_NAMES = ("reference_side_by_side.mp4", "reference_psnr.png", "reference_psnr.json")
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     video_path, plot_path, json_path = (refuse_overwrite(Path(args.output_dir) / name, args.force)
                                         for name in OUTPUT_NAMES)
-    model, _ = load_model(args)
+    model, _ = load_model(model_source(args))
     frame_size = model.config.frame_size
     frames = load_clip(args.clip, frame_size, args.cache_dir, args.max_frames)  # (K, 3, H, W)
     state = model.zero_state(1, frame_size)
