@@ -1,4 +1,4 @@
-"""FP16 variant of an exported graph, with NVIDIA ModelOpt AutoCast (DESIGN_BRIEF §4).
+"""FP16 variant of an exported graph, with NVIDIA ModelOpt AutoCast (docs/design_brief.md §4).
 
     stae fp16 MODEL.onnx -o MODEL.fp16.onnx [--fp16-ops Conv ...] [--io-precision fp32|fp16]
 

@@ -4,7 +4,7 @@
 
 Writes ``<out>/<name>/config.pbtxt``, ``<out>/<name>/1/model.onnx`` (or ``model.plan``),
 ``<out>/<name>/README.md`` and ``<out>/<name>/client_example.py``. Triton's sequence batcher keeps
-each stream's recurrent state on the server (implicit state, DESIGN_BRIEF §6); the config's
+each stream's recurrent state on the server (implicit state, docs/design_brief.md §6); the config's
 ``state`` entries come from the protocol stored in the artifact, never re-typed.
 
 * An ONNX source gets a Triton copy with the sequence controls as real inputs

@@ -121,6 +121,6 @@ def long_stream_stability(model: STAE, frames: np.ndarray, window: int = 100) ->
     steady = state_max[2] if len(state_max) > 2 else float("nan")
     return {"steps": len(frames) - 1, "window": window, "state_max_abs_per_window": state_max,
             "gain_db_per_window": gain,
-            # issue 5's bound: after 200 steps no window above 1.1x the 200-300 window
+            # The bound: after 200 steps no window above 1.1x the 200-300 window
             "state_max_later_over_200_300": round(max(state_max[2:], default=steady) / steady, 4),
             "gain_slope_db_per_100_steps": round(linear_slope(gain), 4)}

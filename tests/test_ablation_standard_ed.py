@@ -1,4 +1,4 @@
-"""The paper's ablation "STAE w/o ED" (Table 3, issue 13): ``encoder_decoder="shared"``, one
+"""The paper's ablation "STAE w/o ED" (Table 3): ``encoder_decoder="shared"``, one
 standard encoder and one decoder instead of SE/TE/OE and SD/TD/OD. Config, model structure, the
 default left untouched, export (fast and plain) with parity, and the runtime."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The comparison cells ConvLSTM and ST-LSTM (issue 13): state protocol, the papers' equations
+"""The comparison cells ConvLSTM and ST-LSTM: state protocol, the papers' equations
 written out by hand, PredRNN's zig-zag memory, and export + parity + runtime on the fast graph."""
 from __future__ import annotations
 

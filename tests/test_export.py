@@ -1,5 +1,5 @@
 """Export: one step as ONNX whose I/O and metadata are the state protocol, checked, and
-predicting what the reference predicts step after step (fp32 tolerances of issue 3)."""
+predicting what the reference predicts step after step (the fp32 tolerances of verify/parity.py)."""
 import json
 
 import numpy as np
@@ -57,7 +57,7 @@ def test_static_checks_pass(small_onnx):
 
 
 def test_default_config_at_256_matches_the_reference_step_after_step(default_onnx_256):
-    """Issue 3's fp32 bounds on real frames: step-1 rel <= 1e-4 per tensor, PSNR >= 60 dB."""
+    """The fp32 bounds on real frames: step-1 rel <= 1e-4 per tensor, PSNR >= 60 dB."""
     path, model = default_onnx_256
     frames = load_clip("city", (256, 256), max_frames=24)
     report = check_artifact(path, model, frames, steps=20, horizon=4, progress=False)

@@ -1,6 +1,6 @@
 """Real footage: fetched from PyPI wheels and npm packages, verified, decoded, preprocessed like the runtime does.
 
-The copy-last-frame PSNR figures are DESIGN_BRIEF §7's, measured independently (centre crop,
+The copy-last-frame PSNR figures are docs/design_brief.md §7's, measured independently (centre crop,
 area resize): they pin the whole decode + crop + resize + colour pipeline to real numbers.
 """
 import dataclasses

@@ -1,4 +1,4 @@
-"""FP32 step-1 bounds grounded in measured FP32 noise (issue 12): the shipped model exported above
+"""FP32 step-1 bounds grounded in measured FP32 noise: the shipped model exported above
 its training size passes, and a graph with one conv weight off by 0.1% still fails."""
 import json
 from pathlib import Path
@@ -90,7 +90,7 @@ def test_demo_at_64_passes_and_a_scaled_conv_weight_fails(tmp_path, capsys):
 
 
 def test_demo_at_256_passes_on_grounded_limits_and_a_scaled_conv_weight_fails(tmp_path, capsys):
-    """The shipped 128x128 model exported at 256x256 (issue 12): onnxruntime's normalisation
+    """The shipped 128x128 model exported at 256x256: onnxruntime's normalisation
     statistics put next_spatial_ring ~1.2e-4 from the reference, within 4x its FP32 noise.
     About 10 s here, so not marked slow."""
     path = _export(tmp_path, 256)

@@ -38,7 +38,7 @@ def test_the_committed_long_stream_figures_are_reproduced(name):
                                recorded["state_max_abs_per_window"][:2], rtol=1e-3,
                                err_msg=f"{name}: largest |state| per 100 steps")
     first, second = measured["state_max_abs_per_window"]
-    if name in STATE_BOUNDED:       # issue 5's bound: no later window above 1.1x
+    if name in STATE_BOUNDED:       # the bound: no later window above 1.1x
         assert second <= 1.1 * first, f"{name}: the state grew from {first} to {second}"
     else:
         assert second > 1.3 * first, f"{name}: the cell state was expected to keep growing"

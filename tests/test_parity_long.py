@@ -1,4 +1,4 @@
-"""Issue 3's full bounds: 100 teacher-forced steps on real frames at 256 and 512 (slow)."""
+"""The full parity bounds: 100 teacher-forced steps on real frames at 256 and 512 (slow)."""
 import pytest
 
 from stae_deploy.verify.checks import check_artifact
@@ -25,7 +25,7 @@ def test_fp32_100_steps(size, tmp_path):
 
 
 def test_fp16_100_steps(default_onnx_256, tmp_path):
-    """Issue 3's FP16 bound: >= 40 dB vs the FP32 reference at every one of 100 steps (measured
+    """The FP16 bound: >= 40 dB vs the FP32 reference at every one of 100 steps (measured
     41.0 dB minimum with convolutions in FP16 and the state path in FP32)."""
     fp16 = tmp_path / "stae256.fp16.onnx"
     convert_fp16(default_onnx_256[0], fp16)

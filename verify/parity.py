@@ -183,9 +183,9 @@ class ToleranceTable:
         return {**asdict(self), "per_tensor": dict(self.per_tensor)}
 
 
-# Per precision: what "predicts what the reference predicts" means (issue 3's bounds).
+# Per precision: what "predicts what the reference predicts" means.
 TOLERANCES: dict[str, ToleranceTable] = {
-    # Step 1 bounded by 4x the measured FP32 noise (fp32_noise), at least 1e-4 (issue 12): the
+    # Step 1 bounded by 4x the measured FP32 noise (fp32_noise), at least 1e-4: the
     # noise of two summation orders differs by up to 3.5x, and a 4-lane reduction is ~2.5x noisier.
     "fp32": ToleranceTable(step1_max_rel=1e-4, pred_psnr_db_min=60.0, noise_factor=4.0),
     "fp16": ToleranceTable(step1_max_rel=2e-2, pred_psnr_db_min=40.0),
@@ -237,7 +237,7 @@ def fp32_noise(reference: TorchReference, spec: IOSpec, frame: np.ndarray,
     moves when computed other legitimate FP32 ways (:meth:`TorchReference.fp32_variants`),
     max over those ways of max|variant - ref| / max(1, max|ref|).
 
-    Measured (issue 12; demo checkpoint, first city frame, zero state): the reference is within
+    Measured (demo checkpoint, first city frame, zero state): the reference is within
     1e-6 of float64 at 128x128 to 512x512; onnxruntime is up to 7e-6 away at 128, 1.2e-4 at 256
     and 4.2e-4 at 512, the error of its InstanceNormalization statistics (2^15..2^20 elements
     each) summed in 8 float32 lanes: the reference summed that way moves by the same to within

@@ -1,4 +1,4 @@
-"""TensorRT target: NVIDIA ModelOpt ONNX PTQ (DESIGN_BRIEF §4).
+"""TensorRT target: NVIDIA ModelOpt ONNX PTQ (docs/design_brief.md §4).
 
 Q/DQ pairs in TensorRT's placement (symmetric INT8, per-output-channel weights, per-tensor
 activations), max calibration on CPU onnxruntime. TensorRT >= 10 builds it strongly typed with

@@ -1,6 +1,6 @@
 """onnxruntime target: ``quantize_static`` to a QDQ graph (symmetric INT8 activations and
 per-channel weights, MinMax calibration). onnxruntime's CPU provider fuses DQ -> Conv -> Q into
-QLinearConv, so this graph runs real INT8 convolutions on a CPU (DESIGN_BRIEF §4)."""
+QLinearConv, so this graph runs real INT8 convolutions on a CPU (docs/design_brief.md §4)."""
 from __future__ import annotations
 
 from pathlib import Path
