@@ -2,8 +2,9 @@
 
     stae triton MODEL.onnx|MODEL.engine -o model_repository/ [--max-batch 8] [--force] ...
 
-Writes ``<out>/<name>/config.pbtxt``, ``<out>/<name>/1/model.onnx`` (or ``model.plan``),
-``<out>/<name>/README.md`` and ``<out>/<name>/client_example.py``. Triton's sequence batcher keeps
+Writes ``<out>/<name>/config.pbtxt``, ``<out>/<name>/1/model.onnx`` (or ``model.plan``) and
+``<out>/<name>/README.md``; clients stream video to it with ``stae_deploy.serving.triton_client``,
+which reads the frame input from the repository. Triton's sequence batcher keeps
 each stream's recurrent state on the server (implicit state, docs/design_brief.md §6); the config's
 ``state`` entries come from the protocol stored in the artifact, never re-typed.
 
@@ -22,7 +23,6 @@ import json
 import os
 import re
 import shutil
-import string
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -112,7 +112,6 @@ class TritonRepository:
     config: Path
     model_file: Path
     readme: Path
-    client: Path
     state_bytes_per_stream: int
     pool_bytes: int
 
@@ -297,7 +296,6 @@ def write_repository(source: str | Path, output: str | Path, options: TritonOpti
         config_text = config_pbtxt(spec, options, platform, source.name)
         _parse_with_triton_schema(config_text)
         (staging / "config.pbtxt").write_text(config_text)
-        (staging / "client_example.py").write_text(client_script(spec, options))
         (staging / "README.md").write_text(
             readme_text(spec, options, output, platform, source.name, per_stream, pool))
         output.mkdir(parents=True, exist_ok=True)
@@ -307,7 +305,7 @@ def write_repository(source: str | Path, output: str | Path, options: TritonOpti
         raise
     return TritonRepository(model_dir, model_dir / "config.pbtxt",
                             model_dir / VERSION_DIR / model_name, model_dir / "README.md",
-                            model_dir / "client_example.py", per_stream, pool)
+                            per_stream, pool)
 
 
 def tritonserver_command(output: Path, pool_bytes: int) -> str:
@@ -333,8 +331,13 @@ One request = one frame of one stream; Triton's sequence batcher keeps each stre
 
 ```bash
 {tritonserver_command(output, pool)}
-python {output / options.model_name / 'client_example.py'} --video clip.mp4 --url localhost:8001
+python -m stae_deploy.serving.triton_client --url localhost:8001 --model {options.model_name} \\
+    --repository {output.resolve()} --input clip.mp4
 ```
+
+The client (the `triton` extra: `pip install 'stae-deploy[triton]'`) reads the frame input's
+name and size from `{VERSION_DIR}/`, prepares each frame as `stae run` does, sends one request per
+frame as one sequence and prints the PSNR of each prediction against the next frame.
 
 ## Memory
 
@@ -371,143 +374,6 @@ sorted order of their names, not by the pairs in `config.pbtxt` (server issue #8
 triton` refused names that would mispair. Do not edit the state names, and do not add
 `use_growable_memory`.
 """
-
-
-CLIENT_TEMPLATE = string.Template('''#!/usr/bin/env python3
-"""Stream a video through the STAE model "$model_name" on Triton, one sequence per video.
-
-    python client_example.py --video clip.mp4 [--url localhost:8001] [--max-frames N]
-                             [--sequence-id N] [--output side_by_side.mp4]
-
-Written by `stae triton`. Each frame is one request with the same sequence_id; the first has
-sequence_start, the last sequence_end, and Triton keeps the model's recurrent state between them.
-Prints the PSNR of each prediction against the frame that follows.
-Needs numpy, opencv-python(-headless) and tritonclient[grpc].
-"""
-import argparse
-import random
-import sys
-
-import cv2
-import numpy as np
-import onnx
-import tritonclient.grpc as grpcclient
-from tritonclient.utils import InferenceServerException
-
-MODEL_NAME = "$model_name"
-FRAME_INPUT = "$frame"
-PREDICTION_OUTPUT = "$prediction"
-CORRID_OUTPUT = "$corrid_out"
-FRAME_HW = ($height, $width)
-
-
-def to_model_frame(image_bgr):
-    """BGR uint8 (H, W, 3) -> RGB float32 (3, h, w) in [0, 1]: the largest centred crop with the
-    model's aspect ratio, area-resized (the convention stored in the model)."""
-    out_h, out_w = FRAME_HW
-    in_h, in_w = image_bgr.shape[:2]
-    if in_w * out_h >= in_h * out_w:
-        crop_h, crop_w = in_h, in_h * out_w // out_h
-    else:
-        crop_h, crop_w = in_w * out_h // out_w, in_w
-    top, left = (in_h - crop_h) // 2, (in_w - crop_w) // 2
-    crop = np.ascontiguousarray(image_bgr[top:top + crop_h, left:left + crop_w])
-    if (crop_h, crop_w) != (out_h, out_w):
-        interpolation = cv2.INTER_AREA if crop_h >= out_h else cv2.INTER_LINEAR
-        crop = cv2.resize(crop, (out_w, out_h), interpolation=interpolation)
-    return cv2.dnn.blobFromImage(crop, scalefactor=1.0 / 255.0, swapRB=True)[0]
-
-
-def to_bgr(frame_chw):
-    """RGB float (3, h, w) -> BGR uint8 (h, w, 3), clipped to [0, 1]."""
-    rgb = np.clip(frame_chw, 0.0, 1.0).transpose(1, 2, 0)
-    return np.ascontiguousarray((rgb[:, :, ::-1] * 255.0 + 0.5).astype(np.uint8))
-
-
-def read_frames(path, max_frames):
-    """Yield (model frame, is_last) for each frame of the video at ``path``."""
-    capture = cv2.VideoCapture(path)
-    if not capture.isOpened():
-        sys.exit(f"cannot open video {path}")
-    try:
-        previous, count = None, 0
-        while max_frames is None or count < max_frames:
-            ok, image = capture.read()
-            if not ok:
-                break
-            count += 1
-            if previous is not None:
-                yield previous, False
-            previous = to_model_frame(image)
-        if previous is not None:
-            yield previous, True
-    finally:
-        capture.release()
-
-
-def psnr(prediction, actual):
-    """PSNR in dB of two [0, 1] frames."""
-    mse = float(np.mean((np.clip(prediction, 0.0, 1.0) - actual) ** 2))
-    return float("inf") if mse == 0.0 else 10.0 * np.log10(1.0 / mse)
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--video", required=True, help="a video file OpenCV can read")
-    parser.add_argument("--url", default="localhost:8001", help="Triton's gRPC endpoint")
-    parser.add_argument("--max-frames", type=int, default=None)
-    parser.add_argument("--sequence-id", type=int, default=None,
-                        help="1 .. 2**63-1, unique among live streams (default: random)")
-    parser.add_argument("--output", default=None, help="write actual | predicted as a video")
-    args = parser.parse_args(argv)
-    sequence_id = args.sequence_id or random.randrange(1, 2 ** 63)
-    client = grpcclient.InferenceServerClient(url=args.url)
-    writer, prediction, scores = None, None, []
-    try:
-        for index, (frame, last) in enumerate(read_frames(args.video, args.max_frames)):
-            if prediction is not None:
-                scores.append(psnr(prediction, frame))
-                print(f"frame {index}: PSNR {scores[-1]:.2f} dB")
-                if args.output:
-                    panel = np.hstack([to_bgr(frame), to_bgr(prediction)])
-                    if writer is None:
-                        writer = cv2.VideoWriter(args.output, cv2.VideoWriter_fourcc(*"mp4v"),
-                                                 25.0, (panel.shape[1], panel.shape[0]))
-                    writer.write(panel)
-            request = grpcclient.InferInput(FRAME_INPUT, [1, *frame.shape], "FP32")
-            request.set_data_from_numpy(frame[None])
-            result = client.infer(
-                MODEL_NAME, [request],
-                outputs=[grpcclient.InferRequestedOutput(PREDICTION_OUTPUT),
-                         grpcclient.InferRequestedOutput(CORRID_OUTPUT)],
-                sequence_id=sequence_id, sequence_start=index == 0, sequence_end=last)
-            echoed = int(result.as_numpy(CORRID_OUTPUT).reshape(-1)[0])
-            if echoed != sequence_id:
-                sys.exit(f"response for sequence {echoed}, expected {sequence_id}")
-            prediction = result.as_numpy(PREDICTION_OUTPUT)[0]
-    except InferenceServerException as err:
-        sys.exit(f"Triton at {args.url}: {err}")
-    finally:
-        if writer is not None:
-            writer.release()
-    if scores:
-        print(f"{len(scores)} predictions, mean PSNR {np.mean(scores):.2f} dB "
-              f"(sequence {sequence_id})")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-''')
-
-
-def client_script(spec: IOSpec, options: TritonOptions) -> str:
-    """``client_example.py`` for this model: a runnable tritonclient gRPC streaming client."""
-    frame = spec.data_inputs[0]
-    _, height, width = frame.per_sample_shape
-    return CLIENT_TEMPLATE.substitute(
-        model_name=options.model_name, frame=frame.name, prediction=spec.data_outputs[0].name,
-        corrid_out=CORRID_OUT, height=height, width=width)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

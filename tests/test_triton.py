@@ -3,11 +3,10 @@ Triton copy of the graph run the way Triton's sequence batcher runs it (sorted-n
 pairing, START/READY controls, several sequences in one batch)."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import py_compile
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 from google.protobuf import text_format
@@ -16,6 +15,9 @@ from tritonclient.grpc import model_config_pb2
 
 from stae_deploy.export.onnx_graph import save_model, write_metadata
 from stae_deploy.export.to_onnx import export_onnx
+from stae_deploy.serving.triton_client import (ClientSettings, decoded_frames, infer_inputs,
+                                               main as client_main, sequence_requests,
+                                               served_model)
 from stae_deploy.serving.triton_repository import TritonOptions, write_repository
 from stae_deploy.serving.triton_graph import (CONTROL_INPUTS, CORRID_OUT, END_OUT, state_mispairs,
                                  triton_order)
@@ -24,7 +26,9 @@ from stae_deploy.runtime.errors import ConfigError, OutputExistsError, ProtocolE
 from stae_deploy.runtime.frames import bgr_to_model_frame
 from stae_deploy.runtime.onnx_session import OnnxStepper, open_session
 from stae_deploy.runtime.protocol import Dim, IOSpec, StatePair, TensorSpec
+from stae_deploy.runtime.sources import FrameGrabber, SourceConfig
 from stae_deploy.cli.main import main
+from stae_deploy.stae_ref.footage import fetch
 from stae_deploy.stae_ref.state_spec import io_spec
 
 from conftest import SMALL_CONFIG, random_provenance, seeded_model
@@ -108,7 +112,7 @@ def test_repository_config_matches_the_protocol(dynamic_onnx, tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     model_dir = repo / "stae"
     assert sorted(p.name for p in model_dir.iterdir()) == [
-        "1", "README.md", "client_example.py", "config.pbtxt"]
+        "1", "README.md", "config.pbtxt"]
     assert not list(tmp_path.glob(".*partial*"))             # the staging dir was renamed
     config = parse_config(model_dir / "config.pbtxt")
     assert config.name == "stae" and config.backend == "onnxruntime"
@@ -152,6 +156,8 @@ def test_repository_config_matches_the_protocol(dynamic_onnx, tmp_path, capsys):
     readme = (model_dir / "README.md").read_text()
     assert f"{pool:,} bytes" in readme and "--cuda-memory-pool-byte-size=0:" in readme
     assert f"--model-repository={repo.resolve()}" in readme
+    assert (f"python -m stae_deploy.serving.triton_client --url localhost:8001 --model stae "
+            f"\\\n    --repository {repo.resolve()} --input clip.mp4") in readme
 
 
 def test_options_reach_the_config_and_are_validated(dynamic_onnx, tmp_path):
@@ -175,7 +181,9 @@ def test_options_reach_the_config_and_are_validated(dynamic_onnx, tmp_path):
 
 def test_sorted_name_pairing_check():
     def spec(pairs):
-        return IOSpec(data_inputs=(TensorSpec("frame", ("batch", 2)),), data_outputs=(),
+        frame = ("batch", 3, 1, 2)
+        return IOSpec(data_inputs=(TensorSpec("frame", frame),),
+                      data_outputs=(TensorSpec("prediction", frame),),
                       state=tuple(StatePair(TensorSpec(i, ("batch", 2)),
                                             TensorSpec(o, ("batch", 2))) for i, o in pairs))
 
@@ -283,13 +291,48 @@ def test_engine_built_from_the_triton_copy_is_accepted(dynamic_onnx, tmp_path):
         write_repository(engine, tmp_path / "repo2", TritonOptions(max_batch=16))
 
 
-def test_client_example_compiles_and_prepares_frames_like_the_runtime(dynamic_onnx, tmp_path):
-    repo = write_repository(dynamic_onnx, tmp_path, TritonOptions())
-    py_compile.compile(str(repo.client), cfile=str(tmp_path / "client.pyc"), doraise=True)
-    module_spec = importlib.util.spec_from_file_location("client_example", repo.client)
-    assert module_spec is not None and module_spec.loader is not None
-    client = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(client)
-    assert (client.MODEL_NAME, client.FRAME_INPUT, client.FRAME_HW) == ("stae", "frame", (64, 64))
-    image = np.random.default_rng(0).integers(0, 256, (90, 160, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(client.to_model_frame(image), bgr_to_model_frame(image, (64, 64)))
+def test_client_streams_real_frames_as_one_sequence_shaped_like_the_config(dynamic_onnx,
+                                                                            tmp_path):
+    repo = write_repository(dynamic_onnx, tmp_path, TritonOptions(model_name="cams"))
+    (frame_input,) = parse_config(repo.config).input
+    model = served_model(tmp_path, "cams")
+    assert (model.name, model.frame.name, model.prediction.name, model.frame_hw) == (
+        "cams", "frame", "prediction", (64, 64))
+
+    video = fetch("carphone")
+    capture = cv2.VideoCapture(str(video))
+    raw = [capture.read()[1] for _ in range(5)]                  # (144, 176, 3) BGR uint8
+    capture.release()
+    with FrameGrabber(SourceConfig(str(video)), log=lambda _: None) as grabber:
+        decoded = list(decoded_frames(grabber, max_frames=5))
+    assert len(decoded) == 5
+    for ours, theirs in zip(decoded, raw):
+        np.testing.assert_array_equal(ours, theirs)
+
+    requests = list(sequence_requests(decoded, model.frame_hw, sequence_id=2 ** 63 - 1))
+    assert [(r.sequence_id, r.start, r.end) for r in requests] == [
+        (2 ** 63 - 1, k == 0, k == 4) for k in range(5)]
+    triton_dtype = mc.DataType.Name(frame_input.data_type).removeprefix("TYPE_")   # "FP32"
+    for image, request in zip(raw, requests):
+        (tensor,) = infer_inputs(model, request)
+        assert (tensor.name(), tensor.shape(), tensor.datatype()) == (
+            frame_input.name, [1, *frame_input.dims], triton_dtype)
+        sent = np.frombuffer(tensor._get_content(), np.float32).reshape(tensor.shape())
+        np.testing.assert_array_equal(sent[0], bgr_to_model_frame(image, (64, 64)))
+    (only,) = sequence_requests(raw[:1], model.frame_hw, sequence_id=9)
+    assert (only.start, only.end) == (True, True)              # a one-frame sequence
+
+
+def test_client_user_errors_are_one_line(dynamic_onnx, tmp_path, capsys):
+    write_repository(dynamic_onnx, tmp_path / "repo", TritonOptions())
+    video = str(fetch("carphone"))
+    common = ["--model", "stae", "--repository", str(tmp_path / "repo"), "--input", video]
+    assert client_main(["--url", "localhost:1", *common, "--sequence-id", "3"]) == 2
+    assert "error: Triton at localhost:1, model 'stae': failed to connect" in \
+        capsys.readouterr().err
+    assert client_main([*common, "--sequence-id", "0"]) == 2
+    assert "error: sequence_id: expected 1 .. 2**63-1" in capsys.readouterr().err
+    assert client_main([*common[:2], "--repository", str(tmp_path), *common[4:]]) == 2
+    assert f"{tmp_path / 'stae' / '1'}: no model.onnx or model.plan" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="max_frames: expected >= 1"):
+        ClientSettings("localhost:8001", "stae", tmp_path, video, sequence_id=1, max_frames=0)
