@@ -109,9 +109,51 @@ def tensorrt_available() -> bool:
     return hasattr(tensorrt, "Builder")
 
 
-requires_tensorrt = pytest.mark.skipif(
-    not tensorrt_available(),
-    reason="TensorRT is not installed (not installable on these machines; DESIGN_BRIEF §8)")
+def cuda_device_count() -> int:
+    """CUDA devices that cuda-python (what the runtime's TensorRT backend uses) can see; 0 where
+    cuda-python is absent or the driver reports an error."""
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        return 0
+    err, count = cudart.cudaGetDeviceCount()
+    return int(count) if int(err) == 0 else 0
+
+
+# Marks registered in pyproject.toml; pytest_collection_modifyitems turns them into skips.
+requires_tensorrt = pytest.mark.requires_tensorrt
+requires_cuda = pytest.mark.requires_cuda
+
+# Fixtures that export an ONNX model or run a whole pipeline (each several seconds on 2 cores): a
+# test that requests one, directly or through another fixture, is marked `integration`, which
+# `make test-fast` leaves out. Tests that export or train in their own body carry the mark.
+INTEGRATION_FIXTURES = {
+    "default_onnx_256", "small_onnx_path", "small_dynamic_onnx_path", "demo_dynamic_onnx_path",
+    "dynamic_onnx",     # test_triton.py: a dynamic-batch export of its own
+    "bench_run",        # test_bench.py: a whole `stae bench` run
+}
+
+
+@pytest.hookimpl(tryfirst=True)   # before `-m` selects on the marks added here
+def pytest_collection_modifyitems(config, items):
+    """Mark tests on heavy fixtures `integration`; skip `requires_tensorrt` / `requires_cuda`
+    tests, with the reason, where TensorRT or a CUDA device is missing."""
+    skips = {}
+    if any(item.get_closest_marker("requires_tensorrt") for item in items) \
+            and not tensorrt_available():
+        skips["requires_tensorrt"] = pytest.mark.skip(
+            reason="TensorRT is not installed (it cannot be installed on these machines; "
+                   "docs/design_brief.md §8)")
+    if any(item.get_closest_marker("requires_cuda") for item in items) \
+            and cuda_device_count() == 0:
+        skips["requires_cuda"] = pytest.mark.skip(
+            reason="no CUDA device (cuda-python is not installed or sees no GPU)")
+    for item in items:
+        if INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+        for name, skip in skips.items():
+            if item.get_closest_marker(name):
+                item.add_marker(skip)
 
 
 def assert_fast_graph_is_the_reference_step(config: STAEConfig, label: str = "") -> None:

@@ -21,7 +21,7 @@ from stae_deploy.runtime.sources import FrameGrabber, SourceConfig
 from stae_deploy.runtime.streaming import RunOptions, run_stream
 from stae_deploy.stae_ref.footage import fetch, load_clip
 
-from conftest import SMALL_CONFIG, requires_tensorrt
+from conftest import SMALL_CONFIG, requires_cuda, requires_tensorrt
 
 
 @pytest.fixture(scope="module")
@@ -296,6 +296,7 @@ def test_stae_run_writes_video_metrics_and_latency_plot(small_onnx_path, tmp_pat
 
 
 @requires_tensorrt
+@requires_cuda
 def test_tensorrt_engine_matches_onnxruntime_step_after_step(small_onnx_path, carphone_64, tmp_path):
     from stae_deploy.export.build_engine import BuildConfig, build_engine
 

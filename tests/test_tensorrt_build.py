@@ -12,7 +12,7 @@ from stae_deploy.runtime.errors import ArtifactError, ConfigError, TensorRTUnava
 from stae_deploy.stae_ref.config import STAEConfig
 from stae_deploy.stae_ref.state_spec import io_spec
 
-from conftest import requires_tensorrt, tensorrt_available
+from conftest import requires_cuda, requires_tensorrt, tensorrt_available
 
 ROOT = Path(__file__).resolve().parents[1]
 PYRIGHT = ROOT / ".tools" / "node_modules" / ".bin" / "pyright"
@@ -85,6 +85,7 @@ def test_engine_sidecar_round_trip_and_missing_sidecar(default_onnx_256, tmp_pat
 
 
 @requires_tensorrt
+@requires_cuda
 def test_build_writes_engine_and_sidecar(default_onnx_256, tmp_path):
     engine = build_engine(default_onnx_256[0], tmp_path / "stae.engine",
                           BuildConfig(timing_cache=str(tmp_path / "timing.cache")))
