@@ -1,8 +1,11 @@
 """Reading and writing ONNX files as stae-deploy artifacts: load with clear errors, the graph's
-real I/O as protocol tensors, and the metadata stored in ``metadata_props``."""
+real I/O as protocol tensors, the metadata stored in ``metadata_props``, and saving with the
+graph's sha256 recorded (``runtime/onnx_artifact.py`` verifies it at every load)."""
 from __future__ import annotations
 
 from pathlib import Path
+
+import hashlib
 
 import onnx
 from google.protobuf.message import DecodeError
@@ -10,6 +13,7 @@ from google.protobuf.message import DecodeError
 from stae_deploy.runtime.artifact import ArtifactMetadata, check_graph_io
 from stae_deploy.runtime.errors import ArtifactError
 from stae_deploy.runtime.files import atomic_path
+from stae_deploy.runtime.onnx_artifact import KEY_GRAPH_SHA256, OnnxArtifact
 from stae_deploy.runtime.protocol import DYNAMIC_BATCH, TensorSpec
 
 # ONNX element type -> protocol dtype name.
@@ -22,7 +26,8 @@ ONNX_DTYPES = {
 
 
 def load_model(path: str | Path) -> onnx.ModelProto:
-    """Load an ONNX file, raising :class:`ArtifactError` naming it if missing or unreadable."""
+    """Load any ONNX file (e.g. torch's raw export), raising :class:`ArtifactError` naming it if
+    missing or unreadable. A stae-deploy artifact is opened with :func:`open_graph` instead."""
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path}: no such ONNX file")
@@ -58,7 +63,11 @@ def read_metadata(model: onnx.ModelProto, source: str) -> ArtifactMetadata:
 
 def write_metadata(model: onnx.ModelProto, metadata: ArtifactMetadata) -> None:
     """Store ``metadata`` in ``metadata_props``, replacing earlier stae entries, keeping others."""
-    props = metadata.to_props()
+    _set_props(model, metadata.to_props())
+
+
+def _set_props(model: onnx.ModelProto, props: dict[str, str]) -> None:
+    """Set ``props`` in ``metadata_props``, replacing entries of the same keys, keeping others."""
     kept = [(p.key, p.value) for p in model.metadata_props if p.key not in props]
     del model.metadata_props[:]
     for key, value in [*kept, *props.items()]:
@@ -74,9 +83,21 @@ def verified_metadata(model: onnx.ModelProto, source: str) -> ArtifactMetadata:
     return metadata
 
 
-def save_model(model: onnx.ModelProto, path: str | Path) -> Path:
-    """Write ``model`` to ``path`` atomically (a partial file never has the final name)."""
+def open_graph(source: str | Path | OnnxArtifact) -> tuple[onnx.ModelProto, ArtifactMetadata]:
+    """(parsed graph, metadata) of an artifact, its protocol checked against the graph's real
+    I/O; ``source`` is a path (read and verified by :meth:`OnnxArtifact.open`) or an artifact
+    already open (parsed at most once)."""
+    artifact = source if isinstance(source, OnnxArtifact) else OnnxArtifact.open(source)
+    model = artifact.model_proto
+    return model, verified_metadata(model, str(artifact.path))
+
+
+def save_model(model: onnx.ModelProto, path: str | Path) -> OnnxArtifact:
+    """Write ``model`` to ``path`` atomically (a partial file never has the final name), with the
+    sha256 of its graph in the metadata; returns the written artifact (not read back)."""
     path = Path(path)
+    _set_props(model, {KEY_GRAPH_SHA256: hashlib.sha256(model.graph.SerializeToString()).hexdigest()})
+    data = model.SerializeToString()
     with atomic_path(path) as partial:
-        onnx.save(model, str(partial))
-    return path
+        partial.write_bytes(data)
+    return OnnxArtifact.from_written(path, data, model)

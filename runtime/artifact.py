@@ -18,6 +18,9 @@ from stae_deploy.runtime.files import atomic_path
 from stae_deploy.runtime.protocol import DYNAMIC_BATCH, IOSpec, TensorSpec
 
 ARTIFACT_FORMAT_VERSION = 1
+# What a model file's suffix says it is; the one place that decides (runtime, Triton, tests).
+ONNX_SUFFIX = ".onnx"
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 PRECISIONS = ("fp32", "fp16", "int8")
 # The model-frame convention (stae_deploy.runtime.frames): stored so a foreign loader can reproduce it.
 DEFAULT_PREPROCESSING = {"color": "RGB", "range": [0.0, 1.0], "layout": "NCHW",

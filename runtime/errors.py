@@ -63,6 +63,10 @@ class NonFiniteStateError(StaeError):
     """The model produced NaN/Inf; the stream's state was reset (the message gives the count)."""
 
 
+class BrokenModelError(StaeError):
+    """The model produced NaN/Inf over several steps in a row from a freshly reset state."""
+
+
 class SourceError(StaeError):
     """A video source cannot be opened, or disappeared and did not come back."""
 

@@ -12,58 +12,56 @@ from typing import Callable, Sequence, cast
 import numpy as np
 import onnxruntime as ort
 
-from stae_deploy.runtime.artifact import ArtifactMetadata, check_graph_io, require_artifact_file
+from stae_deploy.runtime.artifact import ArtifactMetadata, check_graph_io
 from stae_deploy.runtime.errors import ArtifactError
-from stae_deploy.runtime.files import sniff_format
+from stae_deploy.runtime.onnx_artifact import OnnxArtifact
 from stae_deploy.runtime.protocol import DYNAMIC_BATCH, TensorSpec
 
 ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int8)": "int8",
               "tensor(uint8)": "uint8", "tensor(int32)": "int32", "tensor(int64)": "int64",
               "tensor(bool)": "bool"}
 
-
-# Every serialized ONNX ModelProto begins with field 1 (ir_version, a varint): the byte 0x08.
-ONNX_FIRST_BYTE = 0x08
-
 SessionConfigurator = Callable[[ort.SessionOptions], None]
 
 
-def open_session(path: str | Path, providers: Sequence[str] = ("CPUExecutionProvider",),
+def open_session(source: str | Path | OnnxArtifact, providers: Sequence[str] = ("CPUExecutionProvider",),
                  threads: int | None = None, configure: SessionConfigurator | None = None
                  ) -> tuple[ort.InferenceSession, ArtifactMetadata]:
-    """Open ``path`` in onnxruntime and return (session, its verified metadata).
+    """Open ``source`` in onnxruntime and return (session, its verified metadata).
+
+    source: a path (read and verified once by :meth:`OnnxArtifact.open`: a damaged file is
+    refused) or an artifact already open; the session is built from the artifact's bytes.
 
     threads: intra-op threads (None: onnxruntime's default, one per core). configure: called on
     the session options last, e.g. to turn on profiling or off thread spinning (the benchmark
     does, so idle onnxruntime workers do not steal cores from the backend timed next).
 
-    Raises :class:`ArtifactError` for a missing/unreadable file or missing metadata, and
-    :class:`SpecMismatchError` naming the tensor when the stored protocol is not the graph's I/O.
+    Raises :class:`ArtifactError` for a missing, unreadable or damaged file or missing metadata,
+    and :class:`SpecMismatchError` naming the tensor when the stored protocol is not the graph's
+    I/O.
     """
-    path = Path(path)
-    require_artifact_file(path, "ONNX", "an ONNX model from `stae export`")
+    artifact = source if isinstance(source, OnnxArtifact) else OnnxArtifact.open(source)
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
     if configure is not None:
         configure(options)
     try:
-        session = ort.InferenceSession(str(path), options, providers=list(providers))
-    except Exception as err:  # onnxruntime raises its own exception types for bad files
-        raise ArtifactError(f"{path}: onnxruntime cannot load it: {_load_failure(path, err)}"
+        session = ort.InferenceSession(artifact.data, options, providers=list(providers))
+    except Exception as err:  # onnxruntime raises its own exception types for bad graphs
+        raise ArtifactError(f"{artifact.path}: onnxruntime cannot load it: {_load_failure(err)}"
                             ) from None
-    metadata = ArtifactMetadata.from_props(session.get_modelmeta().custom_metadata_map, str(path))
-    check_graph_io(metadata.spec, [_spec(a) for a in session.get_inputs()],
-                   [_spec(a) for a in session.get_outputs()], str(path))
-    return session, metadata
+    check_graph_io(artifact.metadata.spec, [_spec(a) for a in session.get_inputs()],
+                   [_spec(a) for a in session.get_outputs()], str(artifact.path))
+    return session, artifact.metadata
 
 
 class OnnxStepper:
     """Steps an ONNX artifact with ``session.run``; state dicts are keyed by state input name."""
 
-    def __init__(self, path: str | Path, providers: Sequence[str] = ("CPUExecutionProvider",),
+    def __init__(self, source: str | Path | OnnxArtifact, providers: Sequence[str] = ("CPUExecutionProvider",),
                  threads: int | None = None, configure: SessionConfigurator | None = None):
-        self.session, self.metadata = open_session(path, providers, threads, configure)
+        self.session, self.metadata = open_session(source, providers, threads, configure)
         self.spec = self.metadata.spec
         self._output_names = [t.name for t in self.spec.outputs]
 
@@ -77,12 +75,12 @@ class OnnxStepper:
 
         Returns (prediction, next state keyed by input name, every output keyed by output name).
         """
-        frame_spec = self.spec.data_inputs[0]
+        frame_spec = self.spec.frame
         feed = {frame_spec.name: frame.astype(frame_spec.dtype, copy=False), **state}
         results = cast("list[np.ndarray]", self.session.run(self._output_names, feed))
         outputs = dict(zip(self._output_names, results))
         next_state = {p.input.name: outputs[p.output.name] for p in self.spec.state}
-        return outputs[self.spec.data_outputs[0].name], next_state, outputs
+        return outputs[self.spec.prediction.name], next_state, outputs
 
 
 def _spec(arg: ort.NodeArg) -> TensorSpec:
@@ -90,23 +88,9 @@ def _spec(arg: ort.NodeArg) -> TensorSpec:
     return TensorSpec(arg.name, dims, ORT_DTYPES.get(arg.type or "", str(arg.type)))
 
 
-def _load_failure(path: Path, err: Exception) -> str:
-    """Why onnxruntime refused ``path``, in words: a foreign file, a truncated one, or its reason.
-
-    onnxruntime's own text repeats the path and its status code; only its reason is kept.
-    """
+def _load_failure(err: Exception) -> str:
+    """Why onnxruntime refused a graph whose file read and verified well: its own reason, without
+    the path and status code its text repeats."""
     reason = str(err).splitlines()[0] if str(err) else type(err).__name__
     reason = reason.split(" failed:", 1)[-1].strip()
-    with open(path, "rb") as handle:
-        head = handle.read(8)
-    foreign = sniff_format(path)
-    if foreign is not None:
-        return (f"it looks like {foreign}, not an ONNX model (expected an ONNX model from "
-                f"`stae export`)")
-    if head[:1] != bytes([ONNX_FIRST_BYTE]):
-        return (f"it is not an ONNX model (it begins with bytes {head.hex(' ')}, an ONNX model "
-                f"with {ONNX_FIRST_BYTE:02x}); expected an ONNX model from `stae export`")
-    if "INVALID_PROTOBUF" in str(err) or type(err).__name__ == "InvalidProtobuf":
-        return (f"it begins like an ONNX model but does not parse ({path.stat().st_size} bytes): "
-                f"truncated or corrupt; copy or export it again")
     return f"{reason} (onnxruntime {ort.__version__})"

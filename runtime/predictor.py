@@ -25,12 +25,11 @@ from typing import Sequence
 
 import numpy as np
 
-from stae_deploy.runtime.artifact import ArtifactMetadata
+from stae_deploy.runtime.artifact import ENGINE_SUFFIXES, ArtifactMetadata
 from stae_deploy.runtime.backends.base import Backend, StateSet
 from stae_deploy.runtime.errors import ConfigError, FrameFormatError, NonFiniteStateError
 from stae_deploy.runtime.protocol import DYNAMIC_BATCH, IOSpec
 
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
 
 class Stream:
@@ -88,7 +87,7 @@ class Predictor:
     def __init__(self, backend: Backend, max_batch: int | None = None):
         self.backend = backend
         spec = self.spec
-        self._frame_spec = spec.data_inputs[0]
+        self._frame_spec = spec.frame
         if spec.batch not in (1, DYNAMIC_BATCH):
             raise ConfigError(f"{self._frame_spec.name}: the artifact's batch is fixed at "
                               f"{spec.batch}; export with --dynamic-batch (or batch 1) for streams")
@@ -122,7 +121,7 @@ class Predictor:
     @property
     def frame_hw(self) -> tuple[int, int]:
         """(height, width) of the frames this model takes, pixels."""
-        return self._frame_spec.per_sample_shape[1], self._frame_spec.per_sample_shape[2]
+        return self.spec.frame_size
 
     def new_stream(self) -> Stream:
         """A stream with the zero state; it joins batched steps whenever it is passed in."""

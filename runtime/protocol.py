@@ -155,6 +155,13 @@ class IOSpec:
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ProtocolError(f"tensor names must be unique; repeated: {duplicates}")
+        if not self.data_inputs or not self.data_outputs:
+            raise ProtocolError("a state protocol needs a frame input and a prediction output; "
+                                f"got data_inputs {[t.name for t in self.data_inputs]}, "
+                                f"data_outputs {[t.name for t in self.data_outputs]}")
+        if len(self.data_inputs[0].shape) != 4:
+            raise ProtocolError(f"frame input '{self.data_inputs[0].name}': expected shape "
+                                f"(batch, 3, H, W), got {list(self.data_inputs[0].shape)}")
         batches = {t.shape[0] for t in (*self.inputs, *self.outputs)}
         if len(batches) > 1:
             raise ProtocolError(f"all tensors must share one batch axis, got {sorted(map(str, batches))}")
@@ -168,6 +175,22 @@ class IOSpec:
     def outputs(self) -> tuple[TensorSpec, ...]:
         """Every graph output, data first, then state outputs in protocol order."""
         return (*self.data_outputs, *(p.output for p in self.state))
+
+    @property
+    def frame(self) -> TensorSpec:
+        """The frame input: (batch, 3, H, W), the first data input."""
+        return self.data_inputs[0]
+
+    @property
+    def prediction(self) -> TensorSpec:
+        """The prediction output: the first data output, frames batch-first like the input."""
+        return self.data_outputs[0]
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        """(height, width) in pixels of the frames the model takes."""
+        height, width = self.frame.per_sample_shape[-2:]
+        return height, width
 
     @property
     def batch(self) -> Dim:

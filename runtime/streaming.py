@@ -22,7 +22,8 @@ from typing import Any, Callable, Sequence, TextIO
 import cv2
 import numpy as np
 
-from stae_deploy.runtime.errors import ConfigError, NonFiniteStateError, SourceError
+from stae_deploy.runtime.errors import (BrokenModelError, ConfigError, NonFiniteStateError,
+                                        SourceError)
 from stae_deploy.runtime.files import partial_path
 from stae_deploy.runtime.frames import bgr_to_model_frame, model_frame_to_bgr
 from stae_deploy.runtime.media import VideoFileWriter, side_by_side
@@ -32,6 +33,8 @@ from stae_deploy.runtime.sources import FrameEvent, FrameGrabber
 
 HEATMAP_GAIN = 4.0   # |error| in [0, 1] x gain -> colour map
 POLL_INTERVAL_S = 0.0005
+# A stream warns of its first NaN/Inf reset, then at most once per this many seconds.
+NONFINITE_WARNING_INTERVAL_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,9 @@ class RunOptions:
     N frames. video/metrics: output paths of a single stream (None = not written). show: an
     OpenCV window. output_fps: frame rate of the written video. batch_timeout_ms: how long a step
     waits for the other sources once one has a frame. frame_timeout_s: a source with no frame
-    for this long has failed."""
+    for this long has failed. max_consecutive_nonfinite: a stream whose model gives NaN/Inf on
+    this many steps in a row, each from a freshly reset state, stops the run with
+    :class:`BrokenModelError` (the model is broken, not unlucky)."""
 
     horizon: int = 1
     max_frames: int | None = None
@@ -50,8 +55,12 @@ class RunOptions:
     output_fps: float = 25.0
     batch_timeout_ms: float = 10.0
     frame_timeout_s: float = 30.0
+    max_consecutive_nonfinite: int = 3
 
     def __post_init__(self) -> None:
+        if self.max_consecutive_nonfinite < 1:
+            raise ConfigError(f"max_consecutive_nonfinite: expected >= 1, got "
+                              f"{self.max_consecutive_nonfinite}")
         if self.horizon < 1:
             raise ConfigError(f"horizon: expected >= 1, got {self.horizon}")
         if self.max_frames is not None and self.max_frames < 1:
@@ -157,6 +166,8 @@ class _StreamLoop:
         self.previous_prediction: np.ndarray | None = None
         self.previous_frame: np.ndarray | None = None
         self.last_frame_at = time.perf_counter()
+        self.consecutive_nonfinite = 0
+        self.nonfinite_warned_at: float | None = None
         self.video = VideoFileWriter(outputs.video, options.output_fps) if outputs.video else None
         self.metrics = JsonLinesWriter(outputs.metrics) if outputs.metrics else None
 
@@ -191,8 +202,10 @@ class _StreamLoop:
         summary, options = self.summary, self.options
         nonfinite = isinstance(result, NonFiniteStateError)
         if nonfinite:
-            log(f"warning: stream {self.index}: {result}")
             summary.nonfinite_resets += 1
+            self._count_nonfinite(result, t2, log)
+        else:
+            self.consecutive_nonfinite = 0
         record: dict[str, Any] = {"step": summary.steps + 1, "source_frame": event.index,
                                   "reset": event.reset, "nonfinite": nonfinite}
         if self.previous_prediction is not None and self.previous_frame is not None:
@@ -224,6 +237,23 @@ class _StreamLoop:
         if self.metrics is not None:
             self.metrics.write(record)
         return record
+
+    def _count_nonfinite(self, error: NonFiniteStateError, now: float,
+                         log: Callable[[str], None]) -> None:
+        """Warn (rate-limited) of a NaN/Inf reset; raise :class:`BrokenModelError` once
+        ``max_consecutive_nonfinite`` steps in a row have failed from a reset state."""
+        self.consecutive_nonfinite += 1
+        limit = self.options.max_consecutive_nonfinite
+        if self.consecutive_nonfinite >= limit:
+            raise BrokenModelError(
+                f"stream {self.index}: the model produced NaN/Inf on {limit} steps in a row, each "
+                f"from a freshly reset (zero) state: it is broken (damaged weights or a bad "
+                f"export), not unlucky; check it with `stae check MODEL`")
+        if self.nonfinite_warned_at is None \
+                or now - self.nonfinite_warned_at >= NONFINITE_WARNING_INTERVAL_S:
+            self.nonfinite_warned_at = now
+            log(f"warning: stream {self.index}: {error} ({self.summary.nonfinite_resets} so far; "
+                f"warning at most every {NONFINITE_WARNING_INTERVAL_S:.0f} s)")
 
     def close(self, completed: bool) -> None:
         """Give the outputs their final names (``completed``), or keep them partial."""

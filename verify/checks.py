@@ -12,9 +12,10 @@ from typing import Any
 
 import onnx
 
-from stae_deploy.export.onnx_graph import load_model, verified_metadata
+from stae_deploy.export.onnx_graph import open_graph
 from stae_deploy.verify.parity import TOLERANCES, ParityReport, ToleranceTable, compare_rollouts
 from stae_deploy.verify.tensorrt_lint import lint_for_tensorrt, load_support_table
+from stae_deploy.runtime.onnx_artifact import OnnxArtifact
 from stae_deploy.runtime.onnx_session import OnnxStepper
 from stae_deploy.stae_ref.model import STAE
 
@@ -46,17 +47,18 @@ class CheckReport:
         return data
 
 
-def static_checks(path: str | Path) -> tuple[CheckReport, onnx.ModelProto]:
-    """Checks 1-4 (no reference needed). Raises on a missing file or a protocol mismatch."""
-    report = CheckReport(model=str(path))
-    model = load_model(path)
+def static_checks(source: str | Path | OnnxArtifact) -> tuple[CheckReport, onnx.ModelProto]:
+    """Checks 1-4 (no reference needed) on a path or an artifact already open (its parsed graph
+    is reused). Raises on a missing or damaged file or a protocol mismatch (check 4)."""
+    artifact = source if isinstance(source, OnnxArtifact) else OnnxArtifact.open(source)
+    report = CheckReport(model=str(artifact.path))
+    model, metadata = open_graph(artifact)
     try:
-        onnx.checker.check_model(str(path), full_check=True)
+        onnx.checker.check_model(model, full_check=True)
         report.checks.append(CheckOutcome("onnx.checker", True, "full check passed"))
     except onnx.checker.ValidationError as err:
         report.checks.append(CheckOutcome("onnx.checker", False, str(err).splitlines()[0]))
     report.checks.append(_shape_inference(model))
-    metadata = verified_metadata(model, str(path))
     table = load_support_table()
     lint_name = f"TensorRT {table['tensorrt_version']} op/dtype lint"
     if metadata.notes.get("int8", {}).get("target") == "onnxruntime":
@@ -77,12 +79,14 @@ def static_checks(path: str | Path) -> tuple[CheckReport, onnx.ModelProto]:
     return report, model
 
 
-def check_artifact(path: str | Path, reference: STAE, frames, steps: int, horizon: int,
-                   tolerances: ToleranceTable | None = None, progress: bool = True
+def check_artifact(source: str | Path | OnnxArtifact, reference: STAE, frames, steps: int,
+                   horizon: int, tolerances: ToleranceTable | None = None, progress: bool = True
                    ) -> CheckReport:
-    """All checks, the parity rollout over ``frames`` ((N, 3, H, W) float32) included."""
-    report, _ = static_checks(path)
-    stepper = OnnxStepper(path)
+    """All checks, the parity rollout over ``frames`` ((N, 3, H, W) float32) included; the file
+    is read and parsed once (``source``: a path or an artifact already open)."""
+    artifact = source if isinstance(source, OnnxArtifact) else OnnxArtifact.open(source)
+    report, _ = static_checks(artifact)
+    stepper = OnnxStepper(artifact)
     tolerances = tolerances or TOLERANCES[stepper.metadata.precision]
     report.parity = compare_rollouts(stepper, reference, frames, steps, horizon, tolerances,
                                      progress)

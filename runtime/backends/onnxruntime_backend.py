@@ -59,7 +59,7 @@ class OnnxRuntimeBackend(Backend):
                 f"{ort.get_available_providers()}); install onnxruntime-gpu or use --provider cpu")
         self.session, self.metadata = open_session(path, providers, threads)
         spec = self.metadata.spec
-        self._frame_spec, self._prediction_spec = spec.data_inputs[0], spec.data_outputs[0]
+        self._frame_spec, self._prediction_spec = spec.frame, spec.prediction
         self._io: dict[int, tuple[ort.OrtValue, ort.OrtValue]] = {}   # batch -> frame, prediction
 
     def new_state_set(self, batch: int = 1) -> StateSet:

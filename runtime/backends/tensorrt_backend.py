@@ -89,7 +89,7 @@ class TensorRTBackend(Backend):
             if static_batch == DYNAMIC_BATCH else int(static_batch)
         self._batch = 0                               # the batch the context's shapes are set for
         self._stream = cuda_call(cudart().cudaStreamCreate(), "cudaStreamCreate")
-        frame_spec, prediction_spec = spec.data_inputs[0], spec.data_outputs[0]
+        frame_spec, prediction_spec = spec.frame, spec.prediction
         self._frame_name, self._prediction_name = frame_spec.name, prediction_spec.name
         self._frame_host = PinnedHostArray(frame_spec.concrete_shape(self._max_batch),
                                            frame_spec.dtype)
