@@ -1,20 +1,16 @@
-"""``stae train``: train a STAEConfig on real footage (MSE, Adam, cosine LR), resumably.
-
-    stae train --config model.json --run-dir runs/demo --iterations 3000 [--resume]
+"""Train a STAEConfig on real footage (MSE, Adam, cosine LR), resumably: what ``stae train`` runs.
 
 Training frames only (``stae_deploy.stae_ref.training_data``): held-out frames are never inputs or targets.
-Every ``--val-every`` iterations the model is scored on the held-out frames (teacher-forced PSNR
+Every ``val_every`` iterations the model is scored on the held-out frames (teacher-forced PSNR
 vs copy-last) and the run is saved to ``RUN_DIR/last.pt`` (model, optimiser, RNG states), so a
 stopped run resumes exactly. At the end ``RUN_DIR/model.pt`` is a normal stae checkpoint whose
 metadata records the training config, command, seed and validation log.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -115,9 +111,20 @@ class TrainConfig:
 
 
 def train(config: TrainConfig, run_dir: str | Path, resume: bool = False,
-          progress: bool = True, command: str = "", stop_after: int | None = None) -> Path | None:
+          progress: bool = True, command: str = "", stop_after: int | None = None,
+          threads: int | None = None) -> Path | None:
     """Train (or resume) into ``run_dir``; returns the final checkpoint's path, or None when
-    ``stop_after`` iterations of this session ran first (the run is saved; resume it later)."""
+    ``stop_after`` iterations of this session ran first (the run is saved; resume it later).
+
+    These arguments shape this session only, not the run (a resume may change them):
+    ``command`` is recorded in the checkpoint's metadata; ``threads``: torch CPU threads
+    (None: torch's default)."""
+    if stop_after is not None and stop_after < 1:
+        raise ConfigError(f"stop_after: expected None or >= 1 iterations, got {stop_after}")
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"threads: expected None or >= 1, got {threads}")
+        torch.set_num_threads(threads)
     run_dir = Path(run_dir)
     state_path, config_path = run_dir / STATE_FILE, run_dir / CONFIG_FILE
     if run_dir.exists() and any(run_dir.iterdir()) and not resume:
@@ -224,43 +231,3 @@ def initial_weights(path: str, model: STAE) -> dict[str, torch.Tensor]:
             raise CheckpointError(f"init_from {path}: parameter '{name}' is {found}, the model "
                                   f"to train needs {tuple(tensor.shape)}")
     return {name: weights[name] for name in wanted}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="STAEConfig JSON of the model to train")
-    parser.add_argument("--run-dir", required=True, help="where the run's state and log live")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
-    defaults = TrainConfig(model=STAEConfig())
-    for name in ("iterations", "batch", "steps", "crop", "val_every", "seed"):
-        parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
-    for name in ("lr", "lr_min", "holdout_fraction", "grad_clip", "pause_probability"):
-        parser.add_argument("--" + name.replace("_", "-"), type=float,
-                            default=getattr(defaults, name))
-    parser.add_argument("--clips", nargs="+", default=list(defaults.clips))
-    parser.add_argument("--loss", choices=LOSSES, default=defaults.loss,
-                        help="mse: the paper's; psnr: minus the mean per-frame PSNR")
-    parser.add_argument("--init-from", default=None,
-                        help="start from this checkpoint's weights (same parameter shapes)")
-    parser.add_argument("--ema-decay", type=float, default=None,
-                        help="validate and save an exponential moving average of the weights")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--stop-after", type=int, default=None,
-                        help="pause after N iterations of this session (resume with --resume)")
-    parser.add_argument("--quiet", action="store_true")
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    config = TrainConfig(
-        model=STAEConfig.load(args.config), clips=tuple(args.clips),
-        holdout_fraction=args.holdout_fraction, iterations=args.iterations, batch=args.batch,
-        steps=args.steps, crop=args.crop, lr=args.lr, lr_min=args.lr_min,
-        grad_clip=args.grad_clip, val_every=args.val_every, seed=args.seed, loss=args.loss,
-        init_from=args.init_from, pause_probability=args.pause_probability,
-        ema_decay=args.ema_decay)
-    final = train(config, args.run_dir, resume=args.resume, progress=not args.quiet,
-                  command="stae train " + " ".join(sys.argv[2:]), stop_after=args.stop_after)
-    print(json.dumps({"checkpoint": str(final) if final else None,
-                      "paused": final is None, "run_dir": args.run_dir}))
-    return 0

@@ -52,7 +52,7 @@ def test_info_reads_a_config_file_and_a_checkpoint(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["info", "--frame-size", "500"], "--frame-size 500x500: frame_size height"),
+    (["info", "--frame-size", "500"], "frame_size 500x500: frame_size height"),
     (["info", "--checkpoint", "missing.pt"], "missing.pt: no such file"),
     (["predict", "--clip", "carphone", "--frame-size", "64", "--output-dir", "{tmp}"],
      "reference_side_by_side.mp4 already exists; pass --force"),

@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("stae_deploy.cli.commands.data", "fetch, verify and list the real footage clips"),
     "predict": ("stae_deploy.cli.commands.predict",
                 "run the PyTorch reference over a clip: side-by-side video and PSNR plot"),
-    "train": ("stae_deploy.stae_ref.train", "train a model on the real footage (resumable, seeded)"),
+    "train": ("stae_deploy.cli.commands.train", "train a model on the real footage (resumable, seeded)"),
     "eval": ("stae_deploy.cli.commands.evaluate",
              "held-out next-frame PSNR/SSIM of a checkpoint vs copy-last-frame"),
     "export": ("stae_deploy.export.to_onnx", "export one time step to ONNX with explicit state, then check it"),

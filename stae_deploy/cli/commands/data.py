@@ -8,6 +8,7 @@ from stae_deploy.stae_ref.footage import CLIPS, cache_dir, fetch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The clips, the cache folder and --json."""
     parser.add_argument("clips", nargs="*", default=sorted(CLIPS),
                         help=f"clips to fetch (known: {', '.join(sorted(CLIPS))})")
     parser.add_argument("--cache-dir", default=None,
@@ -17,6 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Fetch (or find cached and verified) each clip; list them, or print {name: path} JSON."""
     paths = {name: str(fetch(name, args.cache_dir)) for name in args.clips}
     if args.json:
         print(json.dumps(paths, indent=2))

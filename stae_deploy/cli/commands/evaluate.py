@@ -1,7 +1,11 @@
 """``stae eval CKPT``: next-frame PSNR/SSIM on held-out real frames, model vs copy-last-frame.
 
 The held-out split is the one recorded in the checkpoint's training config (default: the last
-20 % of each clip). Prints a table, writes a PNG plot, and with ``--json`` the full report.
+20 % of each clip). Prints a table, writes a PNG plot, and with ``--json`` the full report
+(``stae_deploy.stae_ref.checkpoint_eval``).
+
+The module is ``evaluate``, not ``eval``: a module named like the builtin would shadow it
+wherever it is imported by name.
 """
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The checkpoint, which clips and horizons, the plot and --json."""
     parser.add_argument("checkpoint")
     parser.add_argument("--clips", nargs="+", default=None,
                         help="clips to evaluate (default: those it was trained on)")
@@ -22,31 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stae_deploy.runtime.plots import save_line_plot
-    from stae_deploy.stae_ref.checkpoint import load_checkpoint
-    from stae_deploy.stae_ref.evaluation import evaluate
-    from stae_deploy.stae_ref.training_data import DEFAULT_HOLDOUT_FRACTION, split_clips
+    """Evaluate the checkpoint; print the per-clip table (or the report as JSON)."""
+    from stae_deploy.stae_ref.checkpoint_eval import CheckpointEvalConfig, evaluate_checkpoint
 
-    model, metadata = load_checkpoint(args.checkpoint)
-    trained = metadata.get("train_config", {})
-    clips = tuple(args.clips or trained.get("clips", ("city", "carphone")))
-    splits = split_clips(clips, model.config.frame_size, trained.get("holdout_fraction",
-                                                                    DEFAULT_HOLDOUT_FRACTION))
-    report = evaluate(model, splits, horizons=args.horizons)
-    report["checkpoint"] = args.checkpoint
-    if args.long_stream:
-        from stae_deploy.stae_ref.evaluation import long_stream_stability
-        from stae_deploy.stae_ref.footage import forward_backward
-
-        report["long_stream"] = {split.name: long_stream_stability(
-            model, forward_backward(split.frames, args.long_stream + 1)) for split in splits}
-    if args.plot:
-        series = {}
-        for name, clip in report["per_clip"].items():
-            series[f"{name}: STAE"] = clip["model_psnr_db_per_step"]
-            series[f"{name}: copy last frame"] = clip["copy_last_psnr_db_per_step"]
-        save_line_plot(args.plot, series, "held-out step", "PSNR vs next frame (dB)",
-                       f"{args.checkpoint}: held-out frames, teacher-forced")
+    report = evaluate_checkpoint(CheckpointEvalConfig(
+        checkpoint=args.checkpoint, clips=args.clips, horizons=args.horizons,
+        long_stream_steps=args.long_stream, plot=args.plot))
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
