@@ -26,9 +26,6 @@ outputs). Torch-free.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,16 +34,38 @@ import numpy as np
 from tqdm import tqdm
 
 from stae_deploy.runtime.errors import ConfigError, SpecMismatchError
-from stae_deploy.runtime.files import refuse_overwrite
 from stae_deploy.runtime.metrics import linear_slope, psnr_db
 from stae_deploy.runtime.onnx_session import OnnxStepper
-from stae_deploy.stae_ref.footage import CLIPS, forward_backward
+from stae_deploy.stae_ref.footage import CLIPS, clip_source, forward_backward
 from stae_deploy.stae_ref.training_data import DEFAULT_HOLDOUT_FRACTION, split_clips
 
 PSNR_CAP_DB = 120.0
 SLOPE_TAIL_FRACTION = 0.6
 PER_STEP_METRICS = ("psnr_vs_fp32", "psnr_vs_truth", "state_rel_error", "err_over_delta",
                     "control_psnr_vs_fp32", "buildup")
+
+
+@dataclass(frozen=True)
+class DriftSettings:
+    """How long and on what ``stae drift`` runs: ``steps`` teacher-forced steps (>= 2) per clip
+    of ``clips`` (each clip's held-out frames played forward then backward); ``threads``:
+    onnxruntime intra-op threads (None: its default)."""
+
+    steps: int = 1000
+    clips: tuple[str, ...] = tuple(sorted(CLIPS))
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.steps < 2:
+            raise ConfigError(f"steps: need at least 2, got {self.steps}")
+        if isinstance(self.clips, str) or not self.clips:
+            raise ConfigError(f"clips: expected a non-empty list of clip names, got "
+                              f"{self.clips!r}")
+        object.__setattr__(self, "clips", tuple(self.clips))
+        for clip in self.clips:
+            clip_source(clip)                   # raises FootageError naming an unknown clip
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads: expected >= 1 or None, got {self.threads}")
 
 
 @dataclass
@@ -219,21 +238,6 @@ def save_drift_plot(path: str | Path, report: dict[str, Any]) -> Path:
     return save_panel_plot(path, panels, f"step (streams end to end: {streams})", columns=2)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("fp32", help="the fp32 ONNX export")
-    parser.add_argument("variants", nargs="+",
-                        help="quantised / FP16 variants of it (named by their precision)")
-    parser.add_argument("--steps", type=int, default=1000,
-                        help="teacher-forced steps per clip (the memories take a few hundred "
-                             "steps to settle; the slope is fitted on the last 60 %%)")
-    parser.add_argument("--clips", nargs="+", default=sorted(CLIPS),
-                        help="clips whose held-out frames are played forward and backward")
-    parser.add_argument("--plot", default=None, help="write the per-step curves to this PNG")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-    parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing --plot")
-
-
 def variant_names(paths: list[str]) -> dict[str, str]:
     """Name each variant by its recorded precision: ``fp16``, ``int8`` (the default target),
     ``int8_onnxruntime`` (another target); a repeated name gets a number."""
@@ -253,30 +257,12 @@ def variant_names(paths: list[str]) -> dict[str, str]:
     return names
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.steps < 2:
-        raise ConfigError(f"--steps: need at least 2, got {args.steps}")
-    plot = refuse_overwrite(args.plot, args.force) if args.plot else None
-    fp32 = OnnxStepper(args.fp32)
+def drift_on_held_out_footage(fp32_path: str | Path, variant_paths: tuple[str, ...],
+                              settings: DriftSettings, progress: bool = True) -> dict[str, Any]:
+    """:func:`measure_drift` of the variants (named by :func:`variant_names`) against the fp32
+    model over the held-out footage ``settings`` names, at the model's frame size."""
+    fp32 = OnnxStepper(fp32_path)
     height, width = fp32.spec.data_inputs[0].shape[2:]
-    streams = held_out_streams((height, width), tuple(args.clips), args.steps)
-    report = measure_drift(args.fp32, variant_names(args.variants), streams, threads=args.threads)
-    if plot:
-        save_drift_plot(plot, report)
-    summary = {k: v for k, v in report.items() if k != "traces"}
-    if args.json:
-        print(json.dumps(summary, indent=2))
-        return 0
-    print(f"{'variant':<8}{'stream':<10}{'vsFP32 dB':>10}{'err/Δ':>8}{'truth gap':>10}"
-          f"{'buildup dB/100':>15}{'state rel':>10}")
-    for stream, rows in summary["per_stream"].items():
-        for name, row in rows.items():
-            if name in ("fp32", "steps"):
-                continue
-            print(f"{name:<8}{stream:<10}{row['psnr_vs_fp32_db_mean']:>10.2f}"
-                  f"{row['err_over_delta_mean']:>8.3f}{row['truth_gap_db']:>+10.3f}"
-                  f"{row['buildup_slope_db_per_100_steps']:>+15.3f}{row['state_rel_error_end']:>10.4f}")
-    print(f"fp32 vs truth: {summary['fp32']['psnr_vs_truth_db_mean']:.2f} dB "
-          f"(copy-last {summary['fp32']['copy_last_psnr_db_mean']:.2f} dB)"
-          + (f"; plot: {plot}" if plot else ""), file=sys.stderr)
-    return 0
+    streams = held_out_streams((height, width), settings.clips, settings.steps)
+    return measure_drift(fp32_path, variant_names(list(variant_paths)), streams, progress=progress,
+                         threads=settings.threads)

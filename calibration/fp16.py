@@ -16,13 +16,12 @@ I/O alike (it casts the state to FP16 on entry). The result is checked like ever
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from stae_deploy.export.onnx_graph import graph_io, load_model, save_model, verified_metadata, write_metadata
+from stae_deploy.export.onnx_graph import graph_io, open_graph, save_model, write_metadata
 from stae_deploy.runtime.artifact import ArtifactMetadata, check_graph_io
 from stae_deploy.runtime.errors import ArtifactError, ConfigError
 from stae_deploy.runtime.files import refuse_overwrite, sha256_file
@@ -33,21 +32,38 @@ NEVER_FP16_OP_TYPES = ("InstanceNormalization", "GroupNormalization", "LayerNorm
 IO_PRECISIONS = ("fp32", "fp16")
 
 
-def convert_fp16(source: str | Path, output: str | Path, *, io_precision: str = "fp32",
-                 fp16_op_types: tuple[str, ...] = DEFAULT_FP16_OP_TYPES,
-                 force: bool = False) -> ArtifactMetadata:
-    """Write an FP16 version of the fp32 artifact ``source`` to ``output``; returns its metadata."""
+@dataclass(frozen=True)
+class FP16Settings:
+    """Which op types compute in FP16 (``fp16_op_types``; all others stay FP32, and normalisation
+    and softmax must) and the dtype of the graph's I/O, recurrent state included
+    (``io_precision``: ``fp32`` carries the state in FP32, ``fp16`` halves it)."""
+
+    io_precision: str = "fp32"
+    fp16_op_types: tuple[str, ...] = DEFAULT_FP16_OP_TYPES
+
+    def __post_init__(self) -> None:
+        if self.io_precision not in IO_PRECISIONS:
+            raise ConfigError(f"io_precision: expected one of {IO_PRECISIONS}, got "
+                              f"{self.io_precision!r}")
+        if isinstance(self.fp16_op_types, str) or not self.fp16_op_types:
+            raise ConfigError(f"fp16_op_types: expected a non-empty list of op types, got "
+                              f"{self.fp16_op_types!r}")
+        object.__setattr__(self, "fp16_op_types", tuple(self.fp16_op_types))
+        unsafe = sorted(set(self.fp16_op_types) & set(NEVER_FP16_OP_TYPES))
+        if unsafe:
+            raise ConfigError(f"fp16_op_types: {unsafe} must stay FP32 (FP16 normalisation "
+                              f"overflows in TensorRT; softmax over the ATT ring needs FP32)")
+
+
+def convert_fp16(source: str | Path, output: str | Path, settings: FP16Settings = FP16Settings(),
+                 *, force: bool = False) -> ArtifactMetadata:
+    """Write an FP16 version of the fp32 artifact ``source`` to ``output``; returns its metadata.
+    Refuses to overwrite ``output`` unless ``force``."""
     import modelopt
     from modelopt.onnx.autocast import configure_logging, convert_to_mixed_precision
 
-    if io_precision not in IO_PRECISIONS:
-        raise ConfigError(f"io_precision: expected one of {IO_PRECISIONS}, got {io_precision!r}")
-    unsafe = sorted(set(fp16_op_types) & set(NEVER_FP16_OP_TYPES))
-    if unsafe:
-        raise ConfigError(f"fp16_op_types: {unsafe} must stay FP32 (FP16 normalisation overflows "
-                          f"in TensorRT; softmax over the ATT ring needs FP32)")
     output = refuse_overwrite(output, force)
-    metadata = verified_metadata(load_model(source), str(source))
+    model, metadata = open_graph(source)
     if metadata.precision != "fp32":
         raise ArtifactError(f"{source}: precision is {metadata.precision}; convert an fp32 export")
     configure_logging(logging.WARNING)           # AutoCast logs one line per node at INFO
@@ -55,17 +71,18 @@ def convert_fp16(source: str | Path, output: str | Path, *, io_precision: str = 
         if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
             handler.setStream(sys.stderr)
     # AutoCast's include list only adds to its default FP16 set; exclude everything else instead.
-    fp32_op_types = sorted({node.op_type for node in load_model(source).graph.node}
-                           - set(fp16_op_types))
+    fp32_op_types = sorted({node.op_type for node in model.graph.node}
+                           - set(settings.fp16_op_types))
     graph = convert_to_mixed_precision(str(source), low_precision_type="fp16",
                                        op_types_to_exclude=fp32_op_types,
-                                       keep_io_types=io_precision == "fp32")
-    spec = metadata.spec if io_precision == "fp32" else metadata.spec.with_dtype("float16")
+                                       keep_io_types=settings.io_precision == "fp32")
+    spec = metadata.spec if settings.io_precision == "fp32" else metadata.spec.with_dtype("float16")
     fp16_metadata = ArtifactMetadata(
         spec=spec, config=metadata.config, precision="fp16",
         checkpoint_sha256=metadata.checkpoint_sha256, preprocessing=metadata.preprocessing,
         notes={**metadata.notes, "fp16": {
-            "io_precision": io_precision, "fp16_op_types": list(fp16_op_types),
+            "io_precision": settings.io_precision,
+            "fp16_op_types": list(settings.fp16_op_types),
             "tool": f"modelopt.onnx.autocast {modelopt.__version__}",
             "source_onnx_sha256": sha256_file(source)}})
     write_metadata(graph, fp16_metadata)     # AutoCast does not carry metadata_props over
@@ -73,39 +90,3 @@ def convert_fp16(source: str | Path, output: str | Path, *, io_precision: str = 
     check_graph_io(spec, inputs, outputs, f"{output} (just converted)")
     save_model(graph, output)
     return fp16_metadata
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from stae_deploy.verify.check_cli import add_check_arguments
-
-    parser.add_argument("model", help="an fp32 ONNX exported by `stae export`")
-    parser.add_argument("--output", "-o", required=True, help="the FP16 ONNX file to write")
-    parser.add_argument("--io-precision", choices=IO_PRECISIONS, default="fp32",
-                        help="dtype of the graph's inputs and outputs, recurrent state included")
-    parser.add_argument("--fp16-ops", nargs="+", default=list(DEFAULT_FP16_OP_TYPES),
-                        metavar="OP_TYPE", help="op types computed in FP16 (all others FP32)")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing --output")
-    parser.add_argument("--checkpoint", default=None,
-                        help="checkpoint the model came from (without it, and without seeded "
-                             "weights, the check compares with the FP32 graph it came from)")
-    parser.add_argument("--no-check", action="store_true", help="skip the checks after converting")
-    add_check_arguments(parser, default_steps=8)
-
-
-def run(args: argparse.Namespace) -> int:
-    from stae_deploy.verify.check_cli import run_checks_and_report
-
-    print(f"converting {args.model} to FP16 ({', '.join(args.fp16_ops)} in FP16, I/O "
-          f"{args.io_precision}) ...", file=sys.stderr)
-    start = time.perf_counter()
-    convert_fp16(args.model, args.output, io_precision=args.io_precision,
-                 fp16_op_types=tuple(args.fp16_ops), force=args.force)
-    size_mb = Path(args.output).stat().st_size / 2 ** 20
-    print(f"converted in {time.perf_counter() - start:.1f} s: {args.output} ({size_mb:.1f} MB)",
-          file=sys.stderr)
-    if args.no_check:
-        return 0
-    from stae_deploy.verify.reference import reference_or_source
-
-    return run_checks_and_report(args.output, args,
-                                 reference=reference_or_source(args.model, args.checkpoint))

@@ -12,11 +12,8 @@ with precision "int8" and the target, policy, tool and calibration provenance in
 """
 from __future__ import annotations
 
-import argparse
 import shutil
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 from stae_deploy.calibration.bias_correction import correct_conv_biases
@@ -24,7 +21,7 @@ from stae_deploy.calibration.calib_data import batches, load_calibration, load_c
 from stae_deploy.calibration.node_groups import group_nodes
 from stae_deploy.calibration.policy import DEFAULT_POLICY, QuantPolicy
 from stae_deploy.calibration.targets import DEFAULT_TARGET, TARGETS, target_named
-from stae_deploy.export.onnx_graph import graph_io, load_model, save_model, verified_metadata, write_metadata
+from stae_deploy.export.onnx_graph import graph_io, load_model, open_graph, save_model, write_metadata
 from stae_deploy.runtime.artifact import ArtifactMetadata, check_graph_io
 from stae_deploy.runtime.errors import ArtifactError, CalibrationError
 from stae_deploy.runtime.files import refuse_overwrite, sha256_file
@@ -42,8 +39,7 @@ def quantize_model(source: str | Path, calib_path: str | Path, output: str | Pat
     Refuses a calibration file recorded with another model (its sha256 is in calib.npz.json).
     """
     source, output = Path(source), refuse_overwrite(output, force)
-    model = load_model(source)
-    metadata = verified_metadata(model, str(source))
+    model, metadata = open_graph(source)
     if metadata.precision != "fp32":
         raise ArtifactError(f"{source}: precision is {metadata.precision}; quantise an fp32 export")
     tensors = load_calibration(calib_path, metadata.spec)
@@ -80,56 +76,3 @@ def quantize_model(source: str | Path, calib_path: str | Path, output: str | Pat
     check_graph_io(metadata.spec, inputs, outputs, f"{output} (just quantised)")
     save_model(quantized, output)
     return int8_metadata
-
-
-def policy_from_args(args: argparse.Namespace) -> QuantPolicy:
-    """The policy given on the command line (defaults: :data:`DEFAULT_POLICY`)."""
-    return QuantPolicy(op_types=tuple(args.op_types), exclude_groups=tuple(args.exclude_groups),
-                       exclude_nodes=tuple(args.exclude_nodes))
-
-
-def add_policy_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--op-types", nargs="+", default=list(DEFAULT_POLICY.op_types),
-                        help="op types to quantise ('all': every op the tool supports)")
-    parser.add_argument("--exclude-groups", nargs="*", default=list(DEFAULT_POLICY.exclude_groups),
-                        help="node groups kept FP32 (see calibration/node_groups.py)")
-    parser.add_argument("--exclude-nodes", nargs="*", default=[], help="node names kept FP32")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from stae_deploy.verify.check_cli import add_check_arguments
-
-    parser.add_argument("model", help="the fp32 ONNX model exported by `stae export`")
-    parser.add_argument("--calib", required=True, help="calibration file from `stae calibrate`")
-    parser.add_argument("--output", "-o", required=True, help="the INT8 ONNX file to write")
-    parser.add_argument("--target", choices=sorted(TARGETS), default=DEFAULT_TARGET,
-                        help="tensorrt: ModelOpt Q/DQ for TensorRT; onnxruntime: quantize_static")
-    add_policy_arguments(parser)
-    parser.add_argument("--no-bias-correction", action="store_true",
-                        help="keep the tool's biases (default: remove each INT8 conv's mean "
-                             "output error, measured on the calibration data)")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing --output")
-    parser.add_argument("--checkpoint", default=None,
-                        help="checkpoint the model came from (without it, and without seeded "
-                             "weights, the check compares with the FP32 graph it came from)")
-    parser.add_argument("--no-check", action="store_true", help="skip the checks after quantising")
-    add_check_arguments(parser, default_steps=8)
-
-
-def run(args: argparse.Namespace) -> int:
-    policy = policy_from_args(args)
-    start = time.perf_counter()
-    metadata = quantize_model(args.model, args.calib, args.output, args.target, policy, args.force,
-                              bias_correction=not args.no_bias_correction,
-                              progress=not args.quiet)
-    notes = metadata.notes["int8"]
-    print(f"quantised for {args.target} with {notes['tool']} in {time.perf_counter() - start:.1f} s "
-          f"({notes['excluded_nodes']} nodes kept FP32 by the policy {policy.to_json()}): "
-          f"{args.output} ({Path(args.output).stat().st_size / 2**20:.1f} MB)", file=sys.stderr)
-    if args.no_check:
-        return 0
-    from stae_deploy.verify.check_cli import run_checks_and_report
-    from stae_deploy.verify.reference import reference_or_source
-
-    return run_checks_and_report(args.output, args,
-                                 reference=reference_or_source(args.model, args.checkpoint))

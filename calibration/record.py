@@ -12,8 +12,7 @@ recorded, so `stae drift` measures on frames calibration never saw. Torch-free.
 """
 from __future__ import annotations
 
-import argparse
-import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +22,41 @@ from stae_deploy.calibration.calib_data import CalibrationInfo, TensorRange, inf
 from stae_deploy.runtime.errors import ConfigError
 from stae_deploy.runtime.files import refuse_overwrite, sha256_file
 from stae_deploy.runtime.onnx_session import OnnxStepper
-from stae_deploy.stae_ref.footage import CLIPS, forward_backward, read_frames
+from stae_deploy.stae_ref.footage import CLIPS, clip_source, forward_backward, read_frames
 from stae_deploy.stae_ref.training_data import DEFAULT_HOLDOUT_FRACTION, split_clips
+
+
+@dataclass(frozen=True)
+class CalibrationSettings:
+    """What ``stae calibrate`` plays and samples: the training frames of the footage ``clips``
+    and the user's ``videos``, each for ``steps_per_source`` steps (forward, then backward); after
+    ``warmup`` steps, every ``every``-th step's inputs are kept."""
+
+    clips: tuple[str, ...] = tuple(sorted(CLIPS))
+    videos: tuple[str, ...] = ()
+    steps_per_source: int = 240
+    warmup: int = 0
+    every: int = 6
+
+    def __post_init__(self) -> None:
+        for name in ("clips", "videos"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                raise ConfigError(f"{name}: expected a list of names, got {value!r}")
+            object.__setattr__(self, name, tuple(value))
+        if not self.clips and not self.videos:
+            raise ConfigError("clips/videos: give at least one source of frames")
+        for clip in self.clips:
+            clip_source(clip)                   # raises FootageError naming an unknown clip
+        if self.steps_per_source < 1:
+            raise ConfigError(f"steps_per_source: expected >= 1, got {self.steps_per_source}")
+        check_sampling(self.warmup, self.every)
+
+
+def check_sampling(warmup: int, every: int) -> None:
+    """Raise ConfigError unless ``warmup`` >= 0 steps and ``every`` >= 1."""
+    if warmup < 0 or every < 1:
+        raise ConfigError(f"warmup/every: need warmup >= 0 and every >= 1, got {warmup}, {every}")
 
 
 def calibration_streams(frame_size: tuple[int, int], clips: tuple[str, ...],
@@ -46,13 +78,12 @@ def record_calibration(model_path: str | Path, streams: dict[str, np.ndarray], w
                        ) -> tuple[dict[str, np.ndarray], CalibrationInfo]:
     """Run the FP32 model over each stream from a zero state; return the graph inputs of every
     ``every``-th step after ``warmup`` steps, stacked on axis 0, and their provenance."""
-    if warmup < 0 or every < 1:
-        raise ConfigError(f"warmup/every: need warmup >= 0 and every >= 1, got {warmup}, {every}")
+    check_sampling(warmup, every)
     stepper = OnnxStepper(model_path)
     if stepper.metadata.precision != "fp32":
         raise ConfigError(f"{model_path}: precision is {stepper.metadata.precision}; calibrate "
                           f"with the fp32 export (calibration records the exact FP32 states)")
-    spec, frame_name = stepper.spec, stepper.spec.data_inputs[0].name
+    spec, frame_name = stepper.spec, stepper.spec.frame.name
     recorded: dict[str, list[np.ndarray]] = {t.name: [] for t in spec.inputs}
     total = sum(len(frames) for frames in streams.values())
     bar = tqdm(total=total, desc="calibrate", unit="step", disable=not progress)
@@ -75,37 +106,20 @@ def record_calibration(model_path: str | Path, streams: dict[str, np.ndarray], w
     return tensors, info
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="the fp32 ONNX model exported by `stae export`")
-    parser.add_argument("--output", "-o", required=True, help="calibration file to write (.npz)")
-    parser.add_argument("--clips", nargs="*", default=sorted(CLIPS),
-                        help="footage clips whose training frames are played")
-    parser.add_argument("--video", nargs="*", default=[], help="your own video files")
-    parser.add_argument("--steps-per-source", type=int, default=240,
-                        help="steps played per clip/video (forward, then backward)")
-    parser.add_argument("--warmup", type=int, default=0,
-                        help="steps before the first sample (0: the start of a stream, from a "
-                             "zero state, is calibrated too; every stream starts there)")
-    parser.add_argument("--every", type=int, default=6, help="keep every N-th step after warm-up")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing --output")
-
-
-def run(args: argparse.Namespace) -> int:
+def record_calibration_file(model_path: str | Path, output: str | Path,
+                            settings: CalibrationSettings, force: bool = False,
+                            progress: bool = True) -> tuple[Path, CalibrationInfo]:
+    """Record the calibration inputs of the fp32 model ``model_path`` as ``settings`` says and
+    save them to ``output`` (.npz, plus its .json info); returns (output, info). Refuses to
+    overwrite ``output`` unless ``force``."""
     from stae_deploy.runtime.onnx_session import open_session
 
-    output = refuse_overwrite(args.output, args.force)
-    if not args.clips and not args.video:
-        raise ConfigError("--clips/--video: give at least one source of frames")
-    _, metadata = open_session(args.model)
+    output = refuse_overwrite(output, force)
+    _, metadata = open_session(model_path)
     height, width = metadata.spec.data_inputs[0].shape[2:]
-    streams = calibration_streams((height, width), tuple(args.clips), tuple(args.video),
-                                  args.steps_per_source)
-    tensors, info = record_calibration(args.model, streams, args.warmup, args.every)
+    streams = calibration_streams((height, width), settings.clips, settings.videos,
+                                  settings.steps_per_source)
+    tensors, info = record_calibration(model_path, streams, settings.warmup, settings.every,
+                                       progress)
     save_calibration(output, tensors, info)
-    print(f"{info.samples} samples from {', '.join(info.sources)} -> {output} "
-          f"({output.stat().st_size / 2**20:.0f} MB) and {info_path(output)}", file=sys.stderr)
-    print(f"{'tensor':<16}{'min':>10}{'max':>10}{'|max|':>10}{'|p99.99|':>10}")
-    for name, span in info.ranges.items():
-        print(f"{name:<16}{span.min:>10.3f}{span.max:>10.3f}{span.abs_max:>10.3f}"
-              f"{span.abs_p9999:>10.3f}")
-    return 0
+    return output, info

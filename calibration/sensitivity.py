@@ -11,10 +11,9 @@ quantise at all (no Q/DQ node appears) is listed as such.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +23,36 @@ from stae_deploy.calibration.drift import held_out_streams, measure_drift
 from stae_deploy.calibration.node_groups import group_nodes
 from stae_deploy.calibration.policy import ALL_OP_TYPES, DEFAULT_POLICY, QuantPolicy
 from stae_deploy.calibration.quantize import quantize_model
-from stae_deploy.calibration.targets import DEFAULT_TARGET, TARGETS
+from stae_deploy.calibration.targets import DEFAULT_TARGET, target_named
 from stae_deploy.export.onnx_graph import load_model
-from stae_deploy.runtime.files import refuse_overwrite
 from stae_deploy.runtime.onnx_session import open_session
-from stae_deploy.stae_ref.footage import CLIPS
+from stae_deploy.runtime.errors import ConfigError
+from stae_deploy.stae_ref.footage import CLIPS, clip_source
 
 COLUMNS = ("psnr_vs_fp32_db_mean", "err_over_delta_mean", "truth_gap_db",
            "buildup_slope_db_per_100_steps")
+
+
+@dataclass(frozen=True)
+class SensitivitySettings:
+    """How ``stae sensitivity`` measures each variant: quantised for ``target`` (a key of
+    ``stae_deploy.calibration.targets.TARGETS``), then ``steps`` teacher-forced steps (>= 2) on
+    the held-out frames of each of ``clips``."""
+
+    target: str = DEFAULT_TARGET
+    steps: int = 60
+    clips: tuple[str, ...] = tuple(sorted(CLIPS))
+
+    def __post_init__(self) -> None:
+        target_named(self.target)               # raises ConfigError naming an unknown target
+        if self.steps < 2:
+            raise ConfigError(f"steps: need at least 2, got {self.steps}")
+        if isinstance(self.clips, str) or not self.clips:
+            raise ConfigError(f"clips: expected a non-empty list of clip names, got "
+                              f"{self.clips!r}")
+        object.__setattr__(self, "clips", tuple(self.clips))
+        for clip in self.clips:
+            clip_source(clip)                   # raises FootageError naming an unknown clip
 
 
 def sweep_policies(model: onnx.ModelProto) -> dict[str, QuantPolicy]:
@@ -54,7 +75,7 @@ def sensitivity_sweep(model_path: str | Path, calib_path: str | Path, target: st
                       clips: tuple[str, ...]) -> list[dict[str, Any]]:
     """One row per variant: label, policy, Q/DQ count and the drift summary (worst stream)."""
     _, metadata = open_session(model_path)
-    height, width = metadata.spec.data_inputs[0].shape[2:]
+    height, width = metadata.spec.frame_size
     streams = held_out_streams((height, width), clips, steps)
     rows = []
     policies = sweep_policies(load_model(model_path))
@@ -62,7 +83,7 @@ def sensitivity_sweep(model_path: str | Path, calib_path: str | Path, target: st
         for index, (label, policy) in enumerate(policies.items(), start=1):
             print(f"[{index}/{len(policies)}] {label}", file=sys.stderr)
             path = Path(scratch) / f"variant{index}.onnx"
-            quantize_model(model_path, calib_path, path, target, policy)
+            quantize_model(model_path, calib_path, path, settings.target, policy)
             count = quantized_node_count(path)
             row: dict[str, Any] = {"variant": label, "policy": policy.to_dict(),
                                    "quantize_nodes": count}
@@ -73,9 +94,10 @@ def sensitivity_sweep(model_path: str | Path, calib_path: str | Path, target: st
     return rows
 
 
-def markdown_table(rows: list[dict[str, Any]], target: str, steps: int) -> str:
+def markdown_table(rows: list[dict[str, Any]], settings: SensitivitySettings) -> str:
     """The sweep as a markdown table (worst held-out stream of each variant)."""
-    lines = [f"INT8 sensitivity, target {target}, {steps} teacher-forced steps per held-out clip, "
+    lines = [f"INT8 sensitivity, target {settings.target}, {settings.steps} teacher-forced steps "
+             f"per held-out clip, "
              f"worst clip shown", "",
              "| variant | Q nodes | PSNR vs FP32 dB | err / predicted change | truth gap dB "
              "| build-up dB/100 steps |", "|---|---|---|---|---|---|"]
@@ -89,25 +111,3 @@ def markdown_table(rows: list[dict[str, Any]], target: str, steps: int) -> str:
     if untouched:
         lines += ["", f"Groups this target does not quantise at all: {', '.join(untouched)}."]
     return "\n".join(lines) + "\n"
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="the fp32 ONNX export")
-    parser.add_argument("--calib", required=True, help="calibration file from `stae calibrate`")
-    parser.add_argument("--target", choices=sorted(TARGETS), default=DEFAULT_TARGET)
-    parser.add_argument("--steps", type=int, default=60, help="teacher-forced steps per clip")
-    parser.add_argument("--clips", nargs="+", default=sorted(CLIPS))
-    parser.add_argument("--output", "-o", required=True,
-                        help="markdown table to write (the rows also go to OUTPUT.json)")
-    parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
-
-
-def run(args: argparse.Namespace) -> int:
-    output = refuse_overwrite(args.output, args.force)
-    rows_path = refuse_overwrite(str(output) + ".json", args.force)
-    rows = sensitivity_sweep(args.model, args.calib, args.target, args.steps, tuple(args.clips))
-    table = markdown_table(rows, args.target, args.steps)
-    output.write_text(table)
-    rows_path.write_text(json.dumps(rows, indent=2))
-    print(table)
-    return 0

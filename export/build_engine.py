@@ -10,15 +10,12 @@ equivalent ``trtexec`` line. Without TensorRT it fails with one clear sentence.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from stae_deploy.export.onnx_graph import load_model, verified_metadata
+from stae_deploy.export.onnx_graph import open_graph
 from stae_deploy.runtime.artifact import write_engine_sidecar
 from stae_deploy.runtime.backends.tensorrt_backend import require_tensorrt
 from stae_deploy.runtime.errors import ConfigError, EngineBuildError
@@ -77,11 +74,19 @@ def trtexec_command(onnx_path: str | Path, engine_path: str | Path, spec: IOSpec
     return " ".join(parts)
 
 
+def artifact_trtexec_command(onnx_path: str | Path, engine_path: str | Path,
+                             config: BuildConfig) -> str:
+    """The trtexec line that builds ``engine_path`` from the exported artifact ``onnx_path`` (its
+    protocol gives the dynamic-batch profile); needs no TensorRT."""
+    metadata = open_graph(onnx_path)[1]
+    return trtexec_command(onnx_path, engine_path, metadata.spec, config)
+
+
 def build_engine(onnx_path: str | Path, engine_path: str | Path, config: BuildConfig,
                  force: bool = False) -> Path:
     """Build ``engine_path`` (+ sidecar) from ``onnx_path``; returns the engine path."""
     engine_path = refuse_overwrite(engine_path, force)
-    metadata = verified_metadata(load_model(onnx_path), str(onnx_path))
+    metadata = open_graph(onnx_path)[1]
     require_tensorrt()
     import tensorrt as trt
 
@@ -119,29 +124,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, config: BuildCo
     return engine_path
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="an ONNX file from `stae export`, `stae fp16` or INT8")
-    parser.add_argument("--output", "-o", required=True, help="the engine file to write")
-    parser.add_argument("--workspace-mib", type=int, default=BuildConfig.workspace_mib)
-    parser.add_argument("--opt-batch", type=int, default=BuildConfig.opt_batch)
-    parser.add_argument("--max-batch", type=int, default=BuildConfig.max_batch)
-    parser.add_argument("--timing-cache", default=None, help="timing cache file (reused, updated)")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing --output")
-
-
-def run(args: argparse.Namespace) -> int:
-    config = BuildConfig(workspace_mib=args.workspace_mib, opt_batch=args.opt_batch,
-                         max_batch=args.max_batch, timing_cache=args.timing_cache)
-    metadata = verified_metadata(load_model(args.model), args.model)
-    print("equivalent trtexec command:\n  "
-          + trtexec_command(args.model, args.output, metadata.spec, config), file=sys.stderr)
-    start = time.perf_counter()
-    engine = build_engine(args.model, args.output, config, force=args.force)
-    print(json.dumps({"engine": str(engine), "build_s": round(time.perf_counter() - start, 1)}))
-    return 0
-
-
-if __name__ == "__main__":
+if __name__ == "__main__":      # python export/build_engine.py ... is `stae build ...`
     from stae_deploy.cli.main import main
 
     sys.exit(main(["build", *sys.argv[1:]]))

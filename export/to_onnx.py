@@ -12,12 +12,10 @@ preprocessing (``stae_deploy.runtime.artifact``). The graph checks (``stae check
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import sys
 import tempfile
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ from stae_deploy.export.onnx_graph import graph_io, load_model, save_model, writ
 from stae_deploy.runtime.artifact import ArtifactMetadata, check_graph_io
 from stae_deploy.runtime.errors import ConfigError
 from stae_deploy.runtime.files import refuse_overwrite
+from stae_deploy.runtime.onnx_artifact import OnnxArtifact
 from stae_deploy.runtime.protocol import DYNAMIC_BATCH
 from stae_deploy.export.time_stacked import TimeStackedSTAE
 from stae_deploy.stae_ref.model import STAE
@@ -52,12 +51,35 @@ GRAPHS = {
     "plain": GraphFormulation(lambda model: model),
 }
 DEFAULT_GRAPH = "fast"
+# TensorRT parses its normalisation layer from opset 17 on.
+MIN_OPSET = 17
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """Where and how :func:`export_onnx` writes the graph: ``output`` (refused if it exists unless
+    ``force``), the ONNX ``opset`` (>= 17), a symbolic batch axis (``dynamic_batch``) and the
+    formulation (``graph``, a key of ``GRAPHS``)."""
+
+    output: str
+    opset: int = DEFAULT_OPSET
+    dynamic_batch: bool = False
+    graph: str = DEFAULT_GRAPH
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        if self.graph not in GRAPHS:
+            raise ConfigError(f"graph: expected one of {sorted(GRAPHS)}, got {self.graph!r}")
+        if self.opset < MIN_OPSET:
+            raise ConfigError(f"opset: TensorRT needs opset >= {MIN_OPSET} for its normalisation "
+                              f"layer, got {self.opset}")
 
 
 def export_onnx(model: STAE, output: str | Path, provenance: dict[str, Any], *,
                 opset: int = DEFAULT_OPSET, dynamic_batch: bool = False,
-                graph: str = DEFAULT_GRAPH, force: bool = False) -> ArtifactMetadata:
-    """Export ``model`` at its config's frame size to ``output``; returns the stored metadata.
+                graph: str = DEFAULT_GRAPH, force: bool = False) -> OnnxArtifact:
+    """Export ``model`` at its config's frame size to ``output``; returns the written artifact
+    (its metadata, bytes and parsed graph, so the checks need not read the file again).
 
     graph: "fast" (time-stacked Conv2d plus ``stae_deploy.export.graph_rewrites``, the default) or "plain"
     (the reference's ops); stored in the metadata notes as ``graph`` (and ``graph_rewrites``).
@@ -78,7 +100,7 @@ def export_onnx(model: STAE, output: str | Path, provenance: dict[str, Any], *,
     # torch.export specialises a dimension of size 1, so a dynamic batch is traced with batch 2.
     example_batch = 2 if dynamic_batch else 1
     generator = torch.Generator().manual_seed(0)
-    frame = torch.rand(spec.data_inputs[0].concrete_shape(example_batch), generator=generator)
+    frame = torch.rand(spec.frame.concrete_shape(example_batch), generator=generator)
     state = model.zero_state(example_batch)
     example = (frame, *(state[p.input.name] for p in spec.state))
     dynamic_shapes = None
@@ -108,59 +130,10 @@ def export_onnx(model: STAE, output: str | Path, provenance: dict[str, Any], *,
     write_metadata(onnx_model, metadata)
     inputs, outputs = graph_io(onnx_model)
     check_graph_io(spec, inputs, outputs, f"{output} (just exported)")
-    save_model(onnx_model, output)
-    return metadata
+    return save_model(onnx_model, output)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from stae_deploy.verify.check_cli import add_check_arguments
-    from stae_deploy.cli.args import add_model_source
-
-    add_model_source(parser)
-    parser.add_argument("--output", "-o", required=True, help="the ONNX file to write")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
-    parser.add_argument("--dynamic-batch", action="store_true",
-                        help="symbolic batch axis on every input and output (Triton, multi-stream)")
-    parser.add_argument("--graph", choices=sorted(GRAPHS), default=DEFAULT_GRAPH,
-                        help="fast: every Conv3d as a Conv2d over time-stacked channels (same "
-                             "weights, same I/O); plain: the reference's ops one for one")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing --output")
-    parser.add_argument("--no-check", action="store_true",
-                        help="skip the graph checks and parity rollout after export")
-    add_check_arguments(parser, default_steps=8)
-
-
-def run(args: argparse.Namespace) -> int:
-    from stae_deploy.export.build_engine import BuildConfig, trtexec_command
-    from stae_deploy.verify.check_cli import run_checks_and_report
-    from stae_deploy.cli.args import model_source
-    from stae_deploy.stae_ref.model_source import load_model as load_reference
-
-    model, provenance = load_reference(model_source(args))
-    if "random_seed" in provenance:
-        print("WARNING: no --checkpoint given: exporting SEEDED RANDOM WEIGHTS "
-              f"(seed {provenance['random_seed']}). Predictions will be noise. Pass --checkpoint "
-              "CKPT to export a trained model.", file=sys.stderr)
-    height, width = model.config.frame_size
-    print(f"exporting STAE {height}x{width} ({args.graph} graph, opset {args.opset}"
-          f"{', dynamic batch' if args.dynamic_batch else ''}) to {args.output} ...",
-          file=sys.stderr)
-    start = time.perf_counter()
-    metadata = export_onnx(model, args.output, provenance, opset=args.opset,
-                           dynamic_batch=args.dynamic_batch, graph=args.graph,
-                           force=args.force)
-    size_mb = Path(args.output).stat().st_size / 2 ** 20
-    print(f"exported in {time.perf_counter() - start:.1f} s: {args.output} ({size_mb:.1f} MB)",
-          file=sys.stderr)
-    engine = Path(args.output).with_suffix(".engine")
-    print("build a TensorRT engine with `stae build` or:\n  "
-          + trtexec_command(args.output, engine, metadata.spec, BuildConfig()), file=sys.stderr)
-    if args.no_check:
-        return 0
-    return run_checks_and_report(args.output, args, reference=model)
-
-
-if __name__ == "__main__":
+if __name__ == "__main__":      # python export/to_onnx.py ... is `stae export ...`
     from stae_deploy.cli.main import main
 
     sys.exit(main(["export", *sys.argv[1:]]))

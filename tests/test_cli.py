@@ -56,6 +56,18 @@ def test_info_reads_a_config_file_and_a_checkpoint(capsys, tmp_path):
     (["info", "--checkpoint", "missing.pt"], "missing.pt: no such file"),
     (["predict", "--clip", "carphone", "--frame-size", "64", "--output-dir", "{tmp}"],
      "reference_side_by_side.mp4 already exists; pass --force"),
+    # each command's settings are validated before any file is read
+    (["export", "-o", "{tmp}/x.onnx", "--opset", "16"], "opset: TensorRT needs opset >= 17"),
+    (["check", "missing.onnx", "--steps", "0"], "steps/horizon: both must be >= 1, got 0 and 4"),
+    (["fp16", "missing.onnx", "-o", "{tmp}/x.onnx", "--fp16-ops", "Conv", "Softmax"],
+     "fp16_op_types: ['Softmax'] must stay FP32"),
+    (["calibrate", "missing.onnx", "-o", "{tmp}/c.npz", "--clips"],
+     "clips/videos: give at least one source of frames"),
+    (["quantize", "missing.onnx", "--calib", "c.npz", "-o", "{tmp}/q.onnx", "--op-types", "all",
+      "Conv"], "op_types: 'all' cannot be combined with op types"),
+    (["drift", "missing.onnx", "missing.int8.onnx", "--steps", "1"], "steps: need at least 2, got 1"),
+    (["sensitivity", "missing.onnx", "--calib", "c.npz", "-o", "{tmp}/s.md", "--clips", "mars"],
+     "unknown clip 'mars'"),
 ])
 def test_user_errors_are_one_line_and_exit_2(capsys, tmp_path, argv, message):
     (tmp_path / "reference_side_by_side.mp4").write_text("user's file")

@@ -213,6 +213,8 @@ def test_check_fails_with_exit_1_when_a_tolerance_is_broken(small_onnx, capsys):
                  "carphone", "--quiet", "--tol", "next_hidden=1e-12"]) == 1
     out = capsys.readouterr().out
     assert "FAIL: step 1: 'next_hidden' relative error" in out and "FAILED" in out
+    assert main(["check", str(small_onnx[0]), "--quiet", "--tol", "hidden=1e-3"]) == 2
+    assert "tolerance_overrides: ['hidden'] are not outputs of" in capsys.readouterr().err
 
 
 def test_forward_backward_playback_is_continuous():

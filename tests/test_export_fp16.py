@@ -6,7 +6,7 @@ import onnx
 import pytest
 
 from stae_deploy.verify.checks import check_artifact, static_checks
-from stae_deploy.calibration.fp16 import DEFAULT_FP16_OP_TYPES, convert_fp16
+from stae_deploy.calibration.fp16 import DEFAULT_FP16_OP_TYPES, FP16Settings, convert_fp16
 from stae_deploy.export.onnx_graph import load_model, read_metadata
 from stae_deploy.runtime.errors import ArtifactError, ConfigError
 from stae_deploy.runtime.onnx_session import OnnxStepper
@@ -60,7 +60,7 @@ def test_fp16_predicts_within_40_db_of_the_fp32_reference(fp16_onnx_256, default
 
 def test_fp16_io_rounds_the_state_every_step(fp16_onnx_256, default_onnx_256, tmp_path):
     narrow_path = tmp_path / "fp16io.onnx"
-    convert_fp16(default_onnx_256[0], narrow_path, io_precision="fp16")
+    convert_fp16(default_onnx_256[0], narrow_path, FP16Settings(io_precision="fp16"))
     narrow, wide = OnnxStepper(narrow_path), OnnxStepper(fp16_onnx_256)
     assert narrow.spec.tensor("temporal_ring").dtype == "float16"
     frames = load_clip("city", (256, 256), max_frames=3)
@@ -76,4 +76,4 @@ def test_bad_precision_choices_are_refused(fp16_onnx_256, default_onnx_256, tmp_
     with pytest.raises(ArtifactError, match="precision is fp16; convert an fp32 export"):
         convert_fp16(fp16_onnx_256, tmp_path / "again.onnx")
     with pytest.raises(ConfigError, match=r"fp16_op_types: \['Softmax'\] must stay FP32"):
-        convert_fp16(default_onnx_256[0], tmp_path / "x.onnx", fp16_op_types=("Conv", "Softmax"))
+        FP16Settings(fp16_op_types=("Conv", "Softmax"))

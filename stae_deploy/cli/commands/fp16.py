@@ -1,0 +1,49 @@
+"""``stae fp16 MODEL.onnx -o MODEL.fp16.onnx [--fp16-ops Conv ...] [--io-precision fp32|fp16]``:
+the FP16 variant of an fp32 export (``stae_deploy.calibration.fp16``), then every check of
+``stae check`` against the reference (``--no-check`` skips them)."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from stae_deploy.cli.args import add_parity_check, parity_settings
+from stae_deploy.cli.commands.check import print_check_report
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from stae_deploy.calibration.fp16 import DEFAULT_FP16_OP_TYPES, IO_PRECISIONS
+
+    parser.add_argument("model", help="an fp32 ONNX exported by `stae export`")
+    parser.add_argument("--output", "-o", required=True, help="the FP16 ONNX file to write")
+    parser.add_argument("--io-precision", choices=IO_PRECISIONS, default="fp32",
+                        help="dtype of the graph's inputs and outputs, recurrent state included")
+    parser.add_argument("--fp16-ops", nargs="+", default=list(DEFAULT_FP16_OP_TYPES),
+                        metavar="OP_TYPE", help="op types computed in FP16 (all others FP32)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing --output")
+    parser.add_argument("--checkpoint", default=None,
+                        help="checkpoint the model came from (without it, and without seeded "
+                             "weights, the check compares with the FP32 graph it came from)")
+    parser.add_argument("--no-check", action="store_true", help="skip the checks after converting")
+    add_parity_check(parser, default_steps=8)
+
+
+def run(args: argparse.Namespace) -> int:
+    from stae_deploy.calibration.fp16 import FP16Settings, convert_fp16
+    from stae_deploy.verify.check_run import run_checks
+    from stae_deploy.verify.reference import reference_or_source
+
+    settings = FP16Settings(io_precision=args.io_precision, fp16_op_types=tuple(args.fp16_ops))
+    checks = None if args.no_check else parity_settings(args)
+    print(f"converting {args.model} to FP16 ({', '.join(settings.fp16_op_types)} in FP16, I/O "
+          f"{settings.io_precision}) ...", file=sys.stderr)
+    start = time.perf_counter()
+    convert_fp16(args.model, args.output, settings, force=args.force)
+    size_mb = Path(args.output).stat().st_size / 2 ** 20
+    print(f"converted in {time.perf_counter() - start:.1f} s: {args.output} ({size_mb:.1f} MB)",
+          file=sys.stderr)
+    if checks is None:
+        return 0
+    reference = reference_or_source(args.model, args.checkpoint)
+    return print_check_report(run_checks(args.output, checks, reference=reference), args.json)
