@@ -26,5 +26,7 @@ def test_runtime_and_footage_never_import_torch(small_onnx_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     report = __import__("json").loads(result.stdout.strip().splitlines()[-1])
-    assert {"stae_deploy.runtime.protocol", "stae_deploy.runtime.predictor", "stae_deploy.runtime.cli_run"} <= set(report["modules"])
+    assert {"stae_deploy.runtime.protocol", "stae_deploy.runtime.predictor",
+            "stae_deploy.runtime.stream_run", "stae_deploy.runtime.psnr_report"} \
+        <= set(report["modules"])
     assert report["torch"] is False

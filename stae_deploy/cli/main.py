@@ -39,8 +39,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                 "state) from a dynamic-batch ONNX or its engine"),
     "bench": ("stae_deploy.benchmarks.bench", "per-step latency, GFLOP/s and peak memory of every backend, "
                               "interleaved in one run"),
-    "run": ("stae_deploy.runtime.cli_run", "predict the next frames of a camera, stream or video file"),
-    "report": ("stae_deploy.runtime.demo_report", "PSNR plot and summary from `stae run` + `stae predict`"),
+    "run": ("stae_deploy.cli.commands.run", "predict the next frames of a camera, stream or video file"),
+    "report": ("stae_deploy.cli.commands.report", "PSNR plot and summary from `stae run` + `stae predict`"),
 }
 
 

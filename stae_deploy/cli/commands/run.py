@@ -1,0 +1,96 @@
+"""``stae run MODEL --input SRC [--input SRC2 ...]``: predict the next frames of live or
+recorded videos; several inputs share the model in batched steps (a dynamic-batch export).
+
+With one input, ``--output out.mp4`` and ``--metrics m.jsonl`` are that stream's files; with N
+inputs each stream i writes ``out.i.mp4``, ``m.i.jsonl`` and ``latency.i.png``. The last line on
+stdout is JSON: one stream's summary, or with several inputs ``{"streams": [...],
+"throughput": {...}}``; see ``stae_deploy.runtime.stream_run``.
+
+Torch-free: runs on a Jetson image with numpy, OpenCV, onnxruntime and/or TensorRT.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from stae_deploy.cli.args import add_provider
+from stae_deploy.runtime.errors import ConfigError, SourceError
+from stae_deploy.runtime.sources import SourceConfig
+from stae_deploy.runtime.stream_run import ModelRunConfig, RunOutputs, run_model
+from stae_deploy.runtime.streaming import RunOptions
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model, the sources, the outputs and the streaming loop's options."""
+    parser.add_argument("model", help="an ONNX file, or a TensorRT engine (.engine/.plan + .json)")
+    parser.add_argument("--input", "-i", required=True, action="append",
+                        help="video file, camera index (0), rtsp:// URL or GStreamer pipeline; "
+                             "repeat for several cameras batched through one model")
+    parser.add_argument("--output", "-o", default=None,
+                        help="video file: actual | predicted | error heat-map")
+    parser.add_argument("--metrics", default=None, help="per-step metrics as JSON lines")
+    parser.add_argument("--latency-plot", default=None, help="PNG of per-step latency")
+    parser.add_argument("--horizon", type=int, default=RunOptions.horizon,
+                        help="frames forecast per step")
+    parser.add_argument("--max-frames", type=int, default=None, help="per stream")
+    parser.add_argument("--max-batch", type=int, default=None,
+                        help="most streams per batched step (default: all that have a frame)")
+    parser.add_argument("--batch-timeout-ms", type=float, default=RunOptions.batch_timeout_ms,
+                        help="how long a step waits for the other cameras once one has a frame")
+    add_provider(parser)
+    parser.add_argument("--threads", type=int, default=None, help="onnxruntime CPU threads")
+    parser.add_argument("--cuda-graphs", action="store_true", help="TensorRT: replay CUDA graphs")
+    parser.add_argument("--loop", action="store_true", help="restart a file at its end")
+    parser.add_argument("--realtime", action="store_true",
+                        help="pace a file at its frame rate and drop stale frames, like a camera")
+    parser.add_argument("--reconnect-attempts", type=int,
+                        default=SourceConfig.reconnect_attempts)
+    parser.add_argument("--show", action="store_true", help="show an OpenCV window")
+    parser.add_argument("--output-fps", type=float, default=RunOptions.output_fps)
+    parser.add_argument("--force", action="store_true", help="overwrite existing output files")
+    parser.add_argument("--quiet", action="store_true", help="no progress line")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the model over the inputs; print the files written and the JSON summary. Exit 1
+    when one of several streams ended early (one stream's failure is a SourceError)."""
+    if args.show and not _has_gui():
+        raise ConfigError("--show: this OpenCV has no GUI (opencv-python-headless); drop --show "
+                          "and use --output, or install opencv-python")
+    inputs: list[str] = args.input
+    config = ModelRunConfig(
+        model=args.model,
+        sources=tuple(SourceConfig(uri, loop=args.loop, realtime=True if args.realtime else None,
+                                   reconnect_attempts=args.reconnect_attempts) for uri in inputs),
+        options=RunOptions(horizon=args.horizon, max_frames=args.max_frames, show=args.show,
+                           output_fps=args.output_fps, batch_timeout_ms=args.batch_timeout_ms),
+        outputs=RunOutputs(video=args.output, metrics=args.metrics,
+                           latency_plot=args.latency_plot, force=args.force),
+        provider=args.provider, threads=args.threads, cuda_graphs=args.cuda_graphs,
+        max_batch=args.max_batch)
+    result = run_model(config, progress=not args.quiet)
+    for files in result.files:
+        for path in files.existing():
+            print(f"wrote {path}", file=sys.stderr)
+    failed = [(i, uri, s.error) for i, (uri, s) in enumerate(zip(inputs, result.summaries))
+              if s.error]
+    if len(inputs) == 1:
+        if failed:
+            raise SourceError(failed[0][2])
+        print(json.dumps(result.summaries[0].to_dict()))
+        return 0
+    for index, uri, error in failed:
+        print(f"stream {index} ({uri}) ended early: {error}", file=sys.stderr)
+    print(json.dumps({"streams": [dict(input=uri, **s.to_dict())
+                                  for uri, s in zip(inputs, result.summaries)],
+                      "throughput": result.throughput.to_dict()}))
+    return 1 if failed else 0
+
+
+def _has_gui() -> bool:
+    """Whether this cv2 can open windows (``GUI: NONE`` in headless builds)."""
+    import cv2
+
+    return not any(line.strip().startswith("GUI:") and line.strip().endswith("NONE")
+                   for line in cv2.getBuildInformation().splitlines())
