@@ -1,12 +1,7 @@
-"""``stae bench``: per-step latency, GFLOP/s and peak memory of every backend in one run.
+"""Per-step latency, GFLOP/s and peak memory of every backend in one run: what ``stae bench``
+measures (:class:`BenchSettings` -> :func:`run_bench` -> report).
 
-    stae bench [--checkpoint CKPT | --config cfg.json | --models all|NAME...]
-               [--frame-sizes 256 512] [--batch N]
-               [--steps 20] [--warmup 3] [--threads N] [--backends eager plain fast fp16 int8]
-               [--json PATH|-] [--markdown PATH] [--plot PATH] [--work-dir DIR] [--no-memory]
-               [--profile] [--force]
-
-``--models`` benches the comparison models of ``stae_ref/models/`` one after another and adds
+``models`` benches the comparison models of ``stae_ref/models/`` one after another and adds
 the paper's Table 2 for this machine (``stae_deploy.benchmarks.bench_models``).
 
 For each frame size the model's artifacts are built in a work folder (``stae_deploy.benchmarks.bench_artifacts``),
@@ -14,7 +9,7 @@ then every backend (``stae_deploy.benchmarks.bench_backends``) steps the same re
 carried: step t of every backend back to back (in an order rotating each step) before step t+1,
 so all feel the same machine noise. Around that: the matmul peak at the same thread count
 (``stae_deploy.benchmarks.bench_matmul``), each backend's peak RSS in a fresh process (``stae_deploy.benchmarks.bench_memory``)
-and, with ``--profile``, onnxruntime's kernel time per op type (``stae_deploy.benchmarks.bench_profile``).
+and, with ``profile``, onnxruntime's kernel time per op type (``stae_deploy.benchmarks.bench_profile``).
 
 Row fields: ``latency_ms_median`` / ``latency_ms_p90`` over the timed steps; ``gflop_per_step``:
 the reference's convolution FLOPs at that size (``stae_deploy.stae_ref.model_cost.gflop_per_step``, which counts
@@ -26,15 +21,13 @@ one step, from the protocol) and ``weight_mb`` (ONNX initializers; eager: parame
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import os
 import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -48,13 +41,13 @@ from stae_deploy.benchmarks.bench_models import (comparison_markdown, comparison
 from stae_deploy.benchmarks.bench_matmul import MATMUL_SIZE, matmul_gflops
 from stae_deploy.benchmarks.bench_memory import peak_rss_mb
 from stae_deploy.benchmarks.bench_profile import op_time_share
-from stae_deploy.benchmarks.bench_report import markdown_table, save_latency_chart, write_text
+from stae_deploy.benchmarks.bench_report import markdown_table
 from stae_deploy.runtime.errors import ConfigError
-from stae_deploy.runtime.files import refuse_overwrite
 from stae_deploy.runtime.machine import machine_info
 from stae_deploy.stae_ref.config import STAEConfig
 from stae_deploy.stae_ref.footage import forward_backward, load_clip
 from stae_deploy.stae_ref.model import STAE
+from stae_deploy.stae_ref.model_source import ModelSource, load_model
 from stae_deploy.stae_ref.model_cost import gflop_per_step
 
 CLIP = "city"
@@ -67,12 +60,19 @@ MEASURED_FIELDS = ("latency_ms_median", "latency_ms_p90", "peak_rss_mb", "gflop_
 class BenchSettings:
     """What one bench run measures; each field is the command-line option of the same name.
 
-    frame_sizes: (H, W) pixels each; steps are timed after ``warmup`` untimed ones; threads:
-    intra-op threads of torch, onnxruntime and the matmul contenders; memory: measure peak RSS
-    (off: ``--no-memory``); force: overwrite existing output files and work-folder artifacts.
+    source: the model's weights (its frame_size must stay None: the bench runs at each of
+    ``frame_sizes``); models: instead, these configs of ``stae_ref/models/`` ("all": every one),
+    each with its own weights (committed checkpoint, or ``source.seed``'s random ones), and the
+    paper's Table 2 for this machine. frame_sizes: (H, W) pixels each; steps are timed after
+    ``warmup`` untimed ones; threads: intra-op threads of torch, onnxruntime and the matmul
+    contenders; memory: measure peak RSS (off: ``--no-memory``); profile: onnxruntime's kernel
+    time per op type; work_dir: build the artifacts here and keep them (None: a temporary
+    folder); force: overwrite existing output files and work-folder artifacts.
     """
 
     frame_sizes: tuple[tuple[int, int], ...]
+    source: ModelSource = field(default_factory=ModelSource)
+    models: tuple[str, ...] = ()
     batch: int = 1
     steps: int = 20
     warmup: int = 3
@@ -80,69 +80,43 @@ class BenchSettings:
     backends: tuple[str, ...] = tuple(BACKENDS)
     memory: bool = True
     profile: bool = False
+    work_dir: str | None = None
     force: bool = False
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "frame_sizes", tuple(tuple(size) for size in self.frame_sizes))
+        object.__setattr__(self, "models", tuple(self.models))
+        object.__setattr__(self, "backends", tuple(self.backends))
         for option, value, minimum in (("batch", self.batch, 1), ("steps", self.steps, 1),
                                        ("warmup", self.warmup, 0), ("threads", self.threads, 1)):
             if value < minimum:
                 raise ConfigError(f"--{option}: expected an integer >= {minimum}, got {value}")
         if not self.frame_sizes:
             raise ConfigError("--frame-sizes: give at least one frame size")
-        if not self.backends or set(self.backends) - set(BACKENDS):
-            raise ConfigError(f"--backends: expected some of {list(BACKENDS)}, "
+        if not self.backends or set(self.backends) - set(BACKENDS) \
+                or len(set(self.backends)) != len(self.backends):
+            raise ConfigError(f"--backends: expected some of {list(BACKENDS)}, each once, "
                               f"got {list(self.backends)}")
+        if self.source.frame_size is not None:
+            raise ConfigError("--frame-size: the bench runs at each of --frame-sizes; give them "
+                              "there")
+        if self.models:
+            if self.source.checkpoint or self.source.config:
+                raise ConfigError("--models: each model brings its own weights; drop "
+                                  "--checkpoint/--config")
+            selected_models(self.models)
+
+    def model_sources(self) -> list[tuple[str | None, ModelSource]]:
+        """(name in ``stae_ref/models/`` or None, weights) of each model to bench, in order."""
+        if not self.models:
+            return [(None, self.source)]
+        return [(name, model_source(name, self.source.seed))
+                for name in selected_models(self.models)]
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The model source (``stae_deploy.cli.args``) and the bench's own options."""
-    from stae_deploy.cli.args import add_model_source, frame_size
-
-    add_model_source(parser)
-    parser.add_argument("--models", nargs="+", metavar="NAME",
-                        help="bench these configs of stae_ref/models/ ('all': every one) and "
-                             "print the paper's Table 2 for this machine")
-    parser.add_argument("--frame-sizes", type=frame_size, nargs="+", metavar="N|HxW",
-                        default=[(256, 256), (512, 512)],
-                        help="frame sizes to run the model's weights at")
-    parser.add_argument("--batch", type=int, default=1,
-                        help="frames per step (above 1 the graphs get a dynamic batch axis)")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps, after the warm-up")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(),
-                        help="intra-op threads of torch, onnxruntime and the matmul peak")
-    parser.add_argument("--backends", nargs="+", choices=list(BACKENDS), default=list(BACKENDS),
-                        help="; ".join(f"{k}: {kind.label}" for k, kind in BACKENDS.items()))
-    parser.add_argument("--json", metavar="PATH",
-                        help="write the report as JSON ('-': stdout, the table then on stderr)")
-    parser.add_argument("--markdown", metavar="PATH", help="write the table to this file")
-    parser.add_argument("--plot", metavar="PATH",
-                        help="PNG: median latency of each backend at each frame size, p90 whiskers")
-    parser.add_argument("--work-dir", metavar="DIR",
-                        help="build the artifacts here and keep them (default: a temporary folder)")
-    parser.add_argument("--no-memory", action="store_true",
-                        help="skip the peak-RSS subprocesses (rows carry peak_rss_mb: null)")
-    parser.add_argument("--profile", action="store_true",
-                        help="onnxruntime's kernel time per op type (op_time_share in the JSON)")
-    parser.add_argument("--force", action="store_true",
-                        help="overwrite existing --json/--markdown/--plot files and work-dir files")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Bench every frame size, print the table, write the files asked for; exit status."""
-    from stae_deploy.cli.args import model_source as source_of
-    from stae_deploy.stae_ref.model_source import load_model
-
-    settings = settings_from_args(args)
-    outputs = {option: refuse_overwrite(path, args.force) for option, path in
-               (("json", args.json), ("markdown", args.markdown), ("plot", args.plot))
-               if path not in (None, "-")}
-    if args.frame_size is not None:
-        raise ConfigError("--frame-size: the bench runs at each of --frame-sizes; give them there")
-    if args.models and (args.checkpoint or args.config):
-        raise ConfigError("--models: each model brings its own weights; drop --checkpoint/--config")
-    sources = [(name, model_source(name, args.seed)) for name in selected_models(args.models)] \
-        if args.models else [(None, source_of(args))]
+def run_bench(settings: BenchSettings) -> dict[str, Any]:
+    """Bench every model of ``settings`` at every frame size; the report (see the module doc
+    for the row fields), with ``table2`` when ``settings.models`` are compared."""
     print(f"matmul peak ({MATMUL_SIZE}x{MATMUL_SIZE} float32, {settings.threads} threads) ...",
           file=sys.stderr)
     matmul = matmul_gflops(settings.threads)
@@ -150,10 +124,10 @@ def run(args: argparse.Namespace) -> int:
     params: dict[str, int] = {}
     quality: dict[str, Any] = {}
     paired: dict[str, Any] = {}
-    with _work_folder(args.work_dir) as folder:
-        for name, source in sources:
+    with _work_folder(settings.work_dir) as folder:
+        for name, source in settings.model_sources():
             model, provenance = load_model(source)
-            label = name or model_name(args, provenance)
+            label = name or model_label(source, provenance)
             params[label] = sum(p.numel() for p in model.parameters())
             quality[label] = held_out_quality(name) if name else None
             paired[label] = paired_psnr_vs_stae(name) if name else None
@@ -168,31 +142,19 @@ def run(args: argparse.Namespace) -> int:
                            "warmup": settings.warmup, "backends": list(settings.backends),
                            "clip": CLIP, "matmul_size": MATMUL_SIZE},
               "rows": rows}
-    if args.models:
+    if settings.models:
         report["table2"] = comparison_rows(rows, params, quality, paired)
-    table, report_json = markdown_table(report), json.dumps(report, indent=2) + "\n"
-    if args.models:
-        labels = [BACKENDS[key].label for key in settings.backends]
-        table = comparison_markdown(report["table2"], labels, f"Table 2 on {machine()['cpu']} "
-                                    f"({settings.threads} threads)") + "\n" + table
-    print(table, file=sys.stderr if args.json == "-" else sys.stdout)
-    if args.json == "-":
-        sys.stdout.write(report_json)
-    if "json" in outputs:
-        write_text(outputs["json"], report_json)
-    if "markdown" in outputs:
-        write_text(outputs["markdown"], table)
-    if "plot" in outputs:
-        save_latency_chart(outputs["plot"], rows)
-    return 0
+    return report
 
 
-def settings_from_args(args: argparse.Namespace) -> BenchSettings:
-    """The validated settings of the parsed command line."""
-    return BenchSettings(
-        frame_sizes=tuple(args.frame_sizes), batch=args.batch, steps=args.steps,
-        warmup=args.warmup, threads=args.threads, backends=tuple(dict.fromkeys(args.backends)),
-        memory=not args.no_memory, profile=args.profile, force=args.force)
+def report_markdown(report: dict[str, Any]) -> str:
+    """The report's rows as a markdown table, after Table 2 when the report has one."""
+    table = markdown_table(report)
+    if "table2" not in report:
+        return table
+    labels = [BACKENDS[key].label for key in report["settings"]["backends"]]
+    return comparison_markdown(report["table2"], labels, f"Table 2 on {report['machine']['cpu']} "
+                               f"({report['threads']} threads)") + "\n" + table
 
 
 def bench_frame_size(model: STAE, provenance: dict[str, Any], config: STAEConfig, folder: Path,
@@ -273,12 +235,12 @@ def city_frames(frame_size: tuple[int, int], count: int) -> np.ndarray:
     return clip if len(clip) == count else forward_backward(clip, count)
 
 
-def model_name(args: argparse.Namespace, provenance: dict[str, Any]) -> str:
+def model_label(source: ModelSource, provenance: dict[str, Any]) -> str:
     """The checkpoint's file name, or where a random model's config came from and its seed."""
-    if args.checkpoint:
-        return Path(args.checkpoint).name
-    source = Path(args.config).name if args.config else "paper config"
-    return f"{source}, seed {provenance['random_seed']}"
+    if source.checkpoint:
+        return Path(source.checkpoint).name
+    config = Path(source.config).name if source.config else "paper config"
+    return f"{config}, seed {provenance['random_seed']}"
 
 
 def machine() -> dict[str, Any]:

@@ -18,12 +18,9 @@ each stream's recurrent state on the server (implicit state, docs/design_brief.m
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import re
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -374,56 +371,6 @@ sorted order of their names, not by the pairs in `config.pbtxt` (server issue #8
 triton` refused names that would mispair. Do not edit the state names, and do not add
 `use_growable_memory`.
 """
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="a dynamic-batch ONNX file (`stae export --dynamic-batch`)"
-                                      " or an engine built from a model.onnx this command wrote")
-    parser.add_argument("--output", "-o", required=True, help="the model repository directory")
-    defaults = TritonOptions()
-    parser.add_argument("--model-name", default=defaults.model_name,
-                        help="the model's name and directory in the repository")
-    parser.add_argument("--max-batch", type=int, default=defaults.max_batch,
-                        help="max_batch_size: sequence slots per instance")
-    parser.add_argument("--strategy", choices=STRATEGIES, default=defaults.strategy,
-                        help="direct: a fixed batch slot per stream; oldest: streams share slots")
-    parser.add_argument("--max-candidate-sequences", type=int, default=None,
-                        help="streams held per instance with --strategy oldest; unset: --max-batch")
-    parser.add_argument("--max-queue-delay-us", type=int, default=defaults.max_queue_delay_us,
-                        help="how long a batch may wait for other streams' frames (--strategy "
-                             "oldest; direct ignores it without a minimum slot utilisation)")
-    parser.add_argument("--max-sequence-idle-us", type=int,
-                        default=defaults.max_sequence_idle_us,
-                        help="a stream silent this long loses its slot and state")
-    parser.add_argument("--instances", type=int, default=defaults.instances,
-                        help="model instances (per GPU with --kind gpu)")
-    parser.add_argument("--kind", choices=sorted(KINDS), default=defaults.kind,
-                        help="instance_group kind: KIND_GPU or KIND_CPU")
-    parser.add_argument("--rename-states", action="store_true",
-                        help="rename state tensors to state_in.X/state_out.X so Triton's "
-                             "sorted-name pairing holds (ONNX sources)")
-    parser.add_argument("--force", action="store_true",
-                        help="replace an existing <output>/<model-name>")
-
-
-def run(args: argparse.Namespace) -> int:
-    options = TritonOptions(
-        model_name=args.model_name, max_batch=args.max_batch, strategy=args.strategy,
-        max_candidate_sequences=args.max_candidate_sequences,
-        max_queue_delay_us=args.max_queue_delay_us,
-        max_sequence_idle_us=args.max_sequence_idle_us, instances=args.instances,
-        kind=args.kind, rename_states=args.rename_states)
-    repo = write_repository(args.model, args.output, options, force=args.force)
-    command = tritonserver_command(Path(args.output), repo.pool_bytes)
-    print(f"wrote {repo.model_dir}: state {repo.state_bytes_per_stream:,} B per stream; the CUDA "
-          f"memory pool needs >= {options.sequence_slots} streams x "
-          f"{repo.state_bytes_per_stream:,} B x 2 = {repo.pool_bytes:,} B\nserve it with:\n  "
-          f"{command}", file=sys.stderr)
-    print(json.dumps({"model_dir": str(repo.model_dir), "config": str(repo.config),
-                      "model": str(repo.model_file), "streams": options.sequence_slots,
-                      "state_bytes_per_stream": repo.state_bytes_per_stream,
-                      "cuda_memory_pool_bytes": repo.pool_bytes, "tritonserver": command}))
-    return 0
 
 
 def _dims(t: TensorSpec) -> str:

@@ -35,9 +35,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sensitivity": ("stae_deploy.cli.commands.sensitivity",
                     "INT8 cost of each node group, one at a time (justifies the exclusions)"),
     "build": ("stae_deploy.cli.commands.build", "TensorRT engine (strongly typed) + sidecar from an ONNX"),
-    "triton": ("stae_deploy.serving.triton_repository", "NVIDIA Triton model repository (sequence batcher, implicit "
+    "triton": ("stae_deploy.cli.commands.triton", "NVIDIA Triton model repository (sequence batcher, implicit "
                                 "state) from a dynamic-batch ONNX or its engine"),
-    "bench": ("stae_deploy.benchmarks.bench", "per-step latency, GFLOP/s and peak memory of every backend, "
+    "bench": ("stae_deploy.cli.commands.bench", "per-step latency, GFLOP/s and peak memory of every backend, "
                               "interleaved in one run"),
     "run": ("stae_deploy.cli.commands.run", "predict the next frames of a camera, stream or video file"),
     "report": ("stae_deploy.cli.commands.report", "PSNR plot and summary from `stae run` + `stae predict`"),
