@@ -29,14 +29,14 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-from stae_deploy.export.onnx_graph import load_model, read_metadata
-from stae_deploy.runtime.artifact import ArtifactMetadata, read_engine_sidecar
+from stae_deploy.runtime.artifact import ONNX_SUFFIX, ArtifactMetadata, read_engine_sidecar
 from stae_deploy.runtime.errors import ArtifactError, ConfigError, StaeError, exit_code_of
 from stae_deploy.runtime.files import refuse_overwrite
 from stae_deploy.runtime.frames import bgr_to_model_frame, model_frame_to_bgr
 from stae_deploy.runtime.media import VideoFileWriter, side_by_side
 from stae_deploy.runtime.metrics import psnr_db
-from stae_deploy.runtime.protocol import IOSpec, TensorSpec
+from stae_deploy.runtime.onnx_artifact import OnnxArtifact
+from stae_deploy.runtime.protocol import IOSpec
 from stae_deploy.runtime.sources import FrameGrabber, SourceConfig
 from stae_deploy.serving.triton_graph import CORRID_OUT, NOTE_CONTROLS
 from stae_deploy.serving.triton_repository import VERSION_DIR
@@ -47,33 +47,19 @@ MAX_SEQUENCE_ID = 2 ** 63 - 1         # the Triton copy reads CORRID as int64
 OUTPUT_FPS = 25.0
 
 
-def frame_and_prediction(spec: IOSpec) -> tuple[TensorSpec, TensorSpec]:
-    """The served model's frame input ``(batch, 3, H, W)`` and prediction output (same layout).
-
-    The one place the client looks them up: the Triton copy's protocol lists the sequence
-    controls after the frame and their echoes after the prediction.
-    """
-    return spec.frame, spec.prediction
-
-
 @dataclass(frozen=True)
 class ServedModel:
     """What a client needs about a model in a Triton repository.
 
-    name:       the model's name in Triton (its directory in the repository).
-    frame:      the frame input: RGB float32 (batch, 3, H, W) in [0, 1].
-    prediction: the predicted next frame, same layout.
+    name: the model's name in Triton (its directory in the repository).
+    spec: the state protocol of its Triton copy: ``spec.frame`` is the frame input, RGB float32
+          (batch, 3, H, W) in [0, 1]; ``spec.prediction`` the predicted next frame, same layout;
+          ``spec.frame_size`` the (H, W) pixels. The sequence controls Triton fills in are
+          extra data inputs.
     """
 
     name: str
-    frame: TensorSpec
-    prediction: TensorSpec
-
-    @property
-    def frame_hw(self) -> tuple[int, int]:
-        """(height, width) of a model frame in pixels."""
-        _, height, width = self.frame.per_sample_shape
-        return height, width
+    spec: IOSpec
 
 
 def served_model(repository: str | Path, model_name: str) -> ServedModel:
@@ -85,13 +71,12 @@ def served_model(repository: str | Path, model_name: str) -> ServedModel:
         raise ArtifactError(f"{version_dir}: no {' or '.join(MODEL_FILES)}; pass the model "
                             f"repository `stae triton` wrote and the model's name in it")
     path = found[0]
-    metadata: ArtifactMetadata = (read_metadata(load_model(path), str(path))
-                                  if path.suffix == ".onnx" else read_engine_sidecar(path)[0])
+    metadata: ArtifactMetadata = (OnnxArtifact.open(path).metadata if path.suffix == ONNX_SUFFIX
+                                  else read_engine_sidecar(path)[0])
     if not metadata.notes.get(NOTE_CONTROLS):
         raise ArtifactError(f"{path}: not a Triton copy (its notes lack '{NOTE_CONTROLS}'); "
                             f"write the repository with `stae triton`")
-    frame, prediction = frame_and_prediction(metadata.spec)
-    return ServedModel(model_name, frame, prediction)
+    return ServedModel(model_name, metadata.spec)
 
 
 @dataclass(frozen=True)
@@ -135,8 +120,8 @@ def infer_inputs(model: ServedModel, request: SequenceRequest) -> list[grpcclien
     The sequence controls are not tensors here: Triton fills START/READY/END/CORRID from the
     request's sequence_id/sequence_start/sequence_end.
     """
-    frame = request.frame.astype(model.frame.dtype, copy=False)
-    tensor = grpcclient.InferInput(model.frame.name, list(frame.shape),
+    frame = request.frame.astype(model.spec.frame.dtype, copy=False)
+    tensor = grpcclient.InferInput(model.spec.frame.name, list(frame.shape),
                                    np_to_triton_dtype(frame.dtype))
     tensor.set_data_from_numpy(frame)
     return [tensor]
@@ -148,7 +133,7 @@ class TritonSequenceClient:
     def __init__(self, url: str, model: ServedModel):
         self.url, self.model = url, model
         self._client = grpcclient.InferenceServerClient(url=url)
-        self._outputs = [grpcclient.InferRequestedOutput(model.prediction.name),
+        self._outputs = [grpcclient.InferRequestedOutput(model.spec.prediction.name),
                          grpcclient.InferRequestedOutput(CORRID_OUT)]
 
     def infer(self, request: SequenceRequest) -> np.ndarray:
@@ -166,7 +151,7 @@ class TritonSequenceClient:
         if echoed != request.sequence_id:
             raise StaeError(f"Triton at {self.url}: response for sequence {echoed}, expected "
                             f"{request.sequence_id}")
-        return result.as_numpy(self.model.prediction.name)[0]
+        return result.as_numpy(self.model.spec.prediction.name)[0]
 
     def close(self) -> None:
         self._client.close()
@@ -232,7 +217,7 @@ def stream_video(settings: ClientSettings, log: Callable[[str], None] = print) -
         client = stack.enter_context(TritonSequenceClient(settings.url, model))
         writer = stack.enter_context(VideoFileWriter(output, OUTPUT_FPS)) if output else None
         frames = decoded_frames(grabber, settings.max_frames)
-        for index, request in enumerate(sequence_requests(frames, model.frame_hw,
+        for index, request in enumerate(sequence_requests(frames, model.spec.frame_size,
                                                           settings.sequence_id)):
             actual = request.frame[0]
             if prediction is not None:

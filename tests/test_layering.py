@@ -155,9 +155,10 @@ def test_every_import_points_down_the_layers():
 
 def test_argparse_only_in_the_cli_and_benchmark_scripts():
     """Library modules take typed arguments (frozen configs); parsing a command line belongs to
-    ``stae_deploy/cli/`` and to the scripts of ``benchmarks/`` (modules with a __main__ block)."""
+    ``stae_deploy/cli/``, to the scripts of ``benchmarks/`` and to the Triton client (modules with
+    a __main__ block)."""
     offending = [
         str(m.path.relative_to(ROOT)) for m in MODULES
         if imports_argparse(m) and m.layer != "cli"
-        and not (m.layer == "benchmarks" and has_main_block(m))]
+        and not (m.layer in ("serving", "benchmarks") and has_main_block(m))]
     assert not offending, "argparse imported outside the CLI:\n  " + "\n  ".join(offending)

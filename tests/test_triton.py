@@ -296,8 +296,8 @@ def test_client_streams_real_frames_as_one_sequence_shaped_like_the_config(dynam
     repo = write_repository(dynamic_onnx, tmp_path, TritonOptions(model_name="cams"))
     (frame_input,) = parse_config(repo.config).input
     model = served_model(tmp_path, "cams")
-    assert (model.name, model.frame.name, model.prediction.name, model.frame_hw) == (
-        "cams", "frame", "prediction", (64, 64))
+    assert (model.name, model.spec.frame.name, model.spec.prediction.name) == (
+        "cams", "frame", "prediction")
 
     video = fetch("carphone")
     capture = cv2.VideoCapture(str(video))
@@ -309,7 +309,7 @@ def test_client_streams_real_frames_as_one_sequence_shaped_like_the_config(dynam
     for ours, theirs in zip(decoded, raw):
         np.testing.assert_array_equal(ours, theirs)
 
-    requests = list(sequence_requests(decoded, model.frame_hw, sequence_id=2 ** 63 - 1))
+    requests = list(sequence_requests(decoded, (64, 64), sequence_id=2 ** 63 - 1))
     assert [(r.sequence_id, r.start, r.end) for r in requests] == [
         (2 ** 63 - 1, k == 0, k == 4) for k in range(5)]
     triton_dtype = mc.DataType.Name(frame_input.data_type).removeprefix("TYPE_")   # "FP32"
@@ -319,7 +319,7 @@ def test_client_streams_real_frames_as_one_sequence_shaped_like_the_config(dynam
             frame_input.name, [1, *frame_input.dims], triton_dtype)
         sent = np.frombuffer(tensor._get_content(), np.float32).reshape(tensor.shape())
         np.testing.assert_array_equal(sent[0], bgr_to_model_frame(image, (64, 64)))
-    (only,) = sequence_requests(raw[:1], model.frame_hw, sequence_id=9)
+    (only,) = sequence_requests(raw[:1], (64, 64), sequence_id=9)
     assert (only.start, only.end) == (True, True)              # a one-frame sequence
 
 
