@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from typing import Callable
 
 import numpy as np
 
 from stae_deploy.benchmarks.bench_subprocess import run_module_json
+from stae_deploy.runtime.errors import exit_code_of
 
 MATMUL_SIZE = 2048
 MATMUL_REPEATS = 5
@@ -75,18 +77,23 @@ def _onnxruntime(a: np.ndarray, b: np.ndarray, threads: int) -> Callable[[], obj
 CONTENDERS = {"numpy": _numpy, "torch": _torch, "onnxruntime": _onnxruntime}
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Time every contender and print one JSON line (see the module doc)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, required=True)
-    parser.add_argument("--repeats", type=int, default=MATMUL_REPEATS)
-    args = parser.parse_args(argv)
+def print_gflops(threads: int, repeats: int) -> None:
+    """Time every contender on ``threads`` threads, best of ``repeats``; print one JSON line."""
     generator = np.random.default_rng(0)
     a, b = (generator.random((MATMUL_SIZE, MATMUL_SIZE), dtype=np.float32) for _ in range(2))
-    gflops = {name: best_gflops(make(a, b, args.threads), MATMUL_SIZE, args.repeats)
+    gflops = {name: best_gflops(make(a, b, threads), MATMUL_SIZE, repeats)
               for name, make in CONTENDERS.items()}
     print(json.dumps({**gflops, "best": max(gflops.values())}))
 
 
+def main(argv: list[str] | None = None) -> int:
+    """The command line (see the module doc); 2 on a user error."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, required=True)
+    parser.add_argument("--repeats", type=int, default=MATMUL_REPEATS)
+    args = parser.parse_args(argv)
+    return exit_code_of("bench_matmul", lambda: print_gflops(args.threads, args.repeats))
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,7 +1,7 @@
 """Peak RSS of one bench backend, measured in a fresh process that imports only what it needs.
 
-    python -m stae_deploy.benchmarks.bench_memory BACKEND ARTIFACT --frame-size H W --batch B --threads T
-                                  [--steps N]
+    python -m stae_deploy.benchmarks.bench_memory BACKEND ARTIFACT --frame-size H W \\
+        --batch B --threads T [--steps N]
 
 Opens the backend (no torch for the onnxruntime ones), runs N steps on a seeded random frame
 (its content does not change the memory) and prints one JSON line: ``peak_rss_kib`` and
@@ -23,6 +23,7 @@ import numpy as np
 
 from stae_deploy.benchmarks.bench_backends import BACKENDS, open_backend
 from stae_deploy.benchmarks.bench_subprocess import run_module_json
+from stae_deploy.runtime.errors import exit_code_of
 
 MEMORY_STEPS = 3
 
@@ -37,8 +38,20 @@ def peak_rss_mb(key: str, artifact: str | Path, frame_size: tuple[int, int], bat
     return answer["peak_rss_kib"] / 1024
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Measure one backend and print its JSON line (see the module doc)."""
+def print_peak_rss(key: str, artifact: str, frame_size: tuple[int, int], batch: int,
+                   threads: int, steps: int) -> None:
+    """Open backend ``key`` from ``artifact``, run ``steps`` steps of ``batch`` frames of
+    ``frame_size`` (H, W) pixels and print this process's peak RSS as one JSON line."""
+    height, width = frame_size
+    backend = open_backend(key, artifact, (height, width), batch, threads)
+    frame = np.random.default_rng(0).random((batch, 3, height, width), dtype=np.float32)
+    for _ in range(steps):
+        backend.step(frame)
+    print(json.dumps({"peak_rss_kib": own_peak_rss_kib(), "torch_loaded": "torch" in sys.modules}))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line (see the module doc); 2 on a user error."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("backend", choices=sorted(BACKENDS))
     parser.add_argument("artifact", help="checkpoint (eager) or ONNX file")
@@ -48,11 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=MEMORY_STEPS)
     args = parser.parse_args(argv)
     height, width = args.frame_size
-    backend = open_backend(args.backend, args.artifact, (height, width), args.batch, args.threads)
-    frame = np.random.default_rng(0).random((args.batch, 3, height, width), dtype=np.float32)
-    for _ in range(args.steps):
-        backend.step(frame)
-    print(json.dumps({"peak_rss_kib": own_peak_rss_kib(), "torch_loaded": "torch" in sys.modules}))
+    return exit_code_of("bench_memory", lambda: print_peak_rss(
+        args.backend, args.artifact, (height, width), args.batch, args.threads, args.steps))
 
 
 def own_peak_rss_kib() -> int:
@@ -62,4 +72,4 @@ def own_peak_rss_kib() -> int:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

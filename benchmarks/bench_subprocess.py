@@ -1,7 +1,8 @@
 """Run one of the bench's measurement modules in a fresh interpreter and read its JSON answer.
 
 A fresh process is how the bench isolates what a measurement must not share with it: peak RSS
-(``stae_deploy.benchmarks.bench_memory``) and BLAS thread counts fixed at import (``stae_deploy.benchmarks.bench_matmul``).
+(``stae_deploy.benchmarks.bench_memory``) and BLAS thread counts fixed at import
+(``stae_deploy.benchmarks.bench_matmul``).
 """
 from __future__ import annotations
 

@@ -1,15 +1,16 @@
 """Held-out quality of every trained model of ``stae_ref/models/``, side by side: Table 2's
 quality column, with the closed-loop horizons and the frame-by-frame comparison with STAE.
 
-    python benchmarks/models_quality.py [--markdown F] [--json F] [--plot F] [--force]
+    python -m stae_deploy.benchmarks.models_quality [--markdown F] [--json F] [--plot F] [--force]
 
 Reads each model's committed ``eval.json`` (``stae eval --long-stream 1000``: teacher-forced
 one-step PSNR and SSIM on the held-out frames of every clip, closed-loop PSNR at horizons 1..4,
 and a 1000-step stream per clip; the model folders are those of ``stae bench --models``); a model
 with no checkpoint folder is listed as not trained. Nothing is run: the numbers are the committed
 evaluations. Per model: the PSNR (SSIM) gain over copy-last per clip, the closed-loop PSNR per
-horizon, ``stae_deploy.benchmarks.bench_models.paired_psnr_vs_stae`` (model minus STAE on the same frames, with a
-bootstrap interval over frames and on how many frames the model is ahead), and the long stream:
+horizon, ``stae_deploy.benchmarks.bench_models.paired_psnr_vs_stae`` (model minus STAE on the
+same frames, with a bootstrap interval over frames and on how many frames the model is ahead), and
+the long stream:
 the gain over copy-last and the largest |state| value in the first and the last 100 steps (a
 camera that runs for hours needs both to stay put). ``--plot`` writes a PNG: the per-clip gains
 as grouped bars, the closed-loop PSNR against the horizon (copy-last included) and the largest
@@ -20,22 +21,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from stae_deploy.benchmarks.bench_models import (PAPER_NAMES, available_models, committed_eval,
                                  held_out_quality, paired_psnr_vs_stae)
 from stae_deploy.benchmarks.bench_report import write_text
-from stae_deploy.runtime.errors import ConfigError, StaeError
+from stae_deploy.runtime.errors import ConfigError, exit_code_of
 from stae_deploy.runtime.files import refuse_overwrite
 from stae_deploy.runtime.plots import save_figure
 
 
 def model_quality(name: str) -> dict[str, Any] | None:
-    """One model's row: per_clip (``stae_deploy.benchmarks.bench_models.held_out_quality``), horizon_psnr_db
-    [model per horizon], copy_last_horizon_psnr_db, vs_stae (None for STAE itself), long_stream
-    (per clip: steps, gain_db_per_window, state_max_abs_per_window, 100-step windows; None if its
-    eval has no long stream); None when it is not trained."""
+    """One model's row: per_clip (``stae_deploy.benchmarks.bench_models.held_out_quality``),
+    horizon_psnr_db [model per horizon], copy_last_horizon_psnr_db, vs_stae (None for STAE
+    itself), long_stream (per clip: steps, gain_db_per_window, state_max_abs_per_window, 100-step
+    windows; None if its eval has no long stream); None when it is not trained."""
     report = committed_eval(name)
     if report is None:
         return None
@@ -143,24 +145,24 @@ def save_quality_plot(path: Path, rows: dict[str, dict[str, Any] | None]) -> Pat
     return save_figure(figure, path)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--markdown", metavar="PATH", help="write the table to this file")
-    parser.add_argument("--json", metavar="PATH", help="write every model's row as JSON")
-    parser.add_argument("--plot", metavar="PATH", help="PNG: per-clip gains and closed-loop PSNR")
-    parser.add_argument("--force", action="store_true", help="overwrite existing output files")
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except StaeError as err:
-        print(f"models_quality: error: {err}", file=sys.stderr)
-        return 2
+@dataclass(frozen=True)
+class QualityFiles:
+    """Where the report goes besides stdout (None: not written).
+
+    markdown: the table; json: every model's row; plot: the PNG of :func:`save_quality_plot`;
+    force: overwrite files that exist (refused otherwise, before anything is read).
+    """
+
+    markdown: Path | None = None
+    json: Path | None = None
+    plot: Path | None = None
+    force: bool = False
 
 
-def run(args: argparse.Namespace) -> int:
+def run(files: QualityFiles) -> int:
     """Read every model's evaluation, print the table, write the files asked for."""
-    outputs = {key: refuse_overwrite(path, args.force) for key, path in
-               (("markdown", args.markdown), ("json", args.json), ("plot", args.plot)) if path}
+    outputs = {key: refuse_overwrite(path, files.force) for key, path in
+               (("markdown", files.markdown), ("json", files.json), ("plot", files.plot)) if path}
     rows = {name: model_quality(name) for name in available_models()}
     table = quality_markdown(rows)
     print(table)
@@ -171,6 +173,20 @@ def run(args: argparse.Namespace) -> int:
     if "plot" in outputs:
         save_quality_plot(outputs["plot"], rows)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line (see the module doc); 2 on a user error."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--markdown", type=Path, metavar="PATH",
+                        help="write the table to this file")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="write every model's row as JSON")
+    parser.add_argument("--plot", type=Path, metavar="PATH",
+                        help="PNG: per-clip gains and closed-loop PSNR")
+    parser.add_argument("--force", action="store_true", help="overwrite existing output files")
+    args = parser.parse_args(argv)
+    return exit_code_of("models_quality", lambda: run(
+        QualityFiles(markdown=args.markdown, json=args.json, plot=args.plot, force=args.force)))
 
 
 if __name__ == "__main__":

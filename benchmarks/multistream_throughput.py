@@ -1,7 +1,7 @@
 """Frames/s of N camera streams on one model: one batched step per round vs one stream at a time.
 
-    python benchmarks/multistream_throughput.py MODEL.onnx [--streams 1 2 4 8] [--steps 40]
-        [--warmup 3] [--threads N] [--provider cpu] [--separate-sessions]
+    python -m stae_deploy.benchmarks.multistream_throughput MODEL.onnx [--streams 1 2 4 8]
+        [--steps 40] [--warmup 3] [--threads N] [--provider cpu] [--separate-sessions]
         [--json F] [--markdown F] [--plot F] [--force]
 
 MODEL must have a dynamic batch (``stae export --dynamic-batch``). For each stream count N, N
@@ -16,7 +16,8 @@ its next frame, two ways:
 
 Both Predictors share one onnxruntime session (``Predictor(predictor.backend, max_batch=1)``):
 two sessions stepped in turn steal each other's cores with their spinning workers (see
-``stae_deploy.benchmarks.bench_backends.no_spinning``), and one session is what a deployment would run.
+``stae_deploy.benchmarks.bench_backends.no_spinning``), and one session is what a deployment
+would run.
 ``--separate-sessions`` opens a second session instead (``Predictor.load(..., max_batch=1)``),
 as a deployment running batch 1 only would, spinning workers and all. The two
 ways alternate which goes first each round, so both feel the same machine noise; ``--warmup``
@@ -37,13 +38,16 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from stae_deploy.runtime.errors import ConfigError, NonFiniteStateError, StaeError
-from stae_deploy.runtime.files import atomic_path, refuse_overwrite
+from stae_deploy.benchmarks.bench_report import write_text
+from stae_deploy.runtime.backends.onnxruntime_backend import PROVIDERS
+from stae_deploy.runtime.errors import ConfigError, NonFiniteStateError, exit_code_of
+from stae_deploy.runtime.files import refuse_overwrite
 from stae_deploy.runtime.plots import save_figure
 from stae_deploy.runtime.machine import machine_info
 from stae_deploy.runtime.predictor import Predictor, Stream
@@ -217,13 +221,6 @@ def save_chart(path: Path, rows: Sequence[Mapping[str, Any]], title: str) -> Pat
     return save_figure(figure, path)
 
 
-def write_text(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically."""
-    with atomic_path(path) as partial:
-        partial.write_text(text)
-    return path
-
-
 def open_predictors(model: str, provider: str, threads: int | None,
                     separate_sessions: bool = False) -> tuple[Predictor, Predictor]:
     """(batched, one-at-a-time) Predictors on one session of ``model`` (or one session each);
@@ -238,19 +235,50 @@ def open_predictors(model: str, provider: str, threads: int | None,
     return batched, Predictor(batched.backend, max_batch=1)
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Measure every stream count, print the table, write the files; returns the report."""
-    outputs = {key: refuse_overwrite(value, args.force) for key, value in
-               (("json", args.json), ("markdown", args.markdown), ("plot", args.plot)) if value}
-    if args.steps < 1 or args.warmup < 0 or any(n < 1 for n in args.streams):
-        raise ConfigError("--steps and --streams must be >= 1 and --warmup >= 0")
-    batched, one_at_a_time = open_predictors(args.model, args.provider, args.threads,
-                                             args.separate_sessions)
+@dataclass(frozen=True)
+class ThroughputSettings:
+    """What to measure.
+
+    model:             an ONNX export with a dynamic batch.
+    streams:           the stream counts to measure, each >= 1.
+    rounds:            timed rounds per stream count (>= 1); warmup: untimed rounds first (>= 0).
+    provider:          onnxruntime execution provider; threads: intra-op threads (None: its
+                       default, one per physical core).
+    separate_sessions: one-at-a-time on its own onnxruntime session instead of the shared one.
+    """
+
+    model: str
+    streams: tuple[int, ...] = (1, 2, 4, 8)
+    rounds: int = 40
+    warmup: int = WARMUP_ROUNDS
+    provider: str = "cpu"
+    threads: int | None = None
+    separate_sessions: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "streams", tuple(self.streams))
+        if not self.streams or any(n < 1 for n in self.streams):
+            raise ConfigError(f"streams: expected counts >= 1, got {list(self.streams)}")
+        if self.rounds < 1:
+            raise ConfigError(f"rounds: expected >= 1, got {self.rounds}")
+        if self.warmup < 0:
+            raise ConfigError(f"warmup: expected >= 0, got {self.warmup}")
+
+
+def run(settings: ThroughputSettings, json_path: Path | None = None,
+        markdown_path: Path | None = None, plot_path: Path | None = None,
+        force: bool = False) -> dict[str, Any]:
+    """Measure every stream count, print the table, write the files given (refusing to overwrite
+    unless ``force``); returns the report."""
+    outputs = {key: refuse_overwrite(value, force) for key, value in
+               (("json", json_path), ("markdown", markdown_path), ("plot", plot_path)) if value}
+    batched, one_at_a_time = open_predictors(settings.model, settings.provider, settings.threads,
+                                             settings.separate_sessions)
     clips = load_clips(CLIP_ORDER, batched.frame_hw)
     rows = []
-    for count in args.streams:
+    for count in settings.streams:
         started = time.perf_counter()
-        times = measure(batched, one_at_a_time, clips, count, args.steps, args.warmup)
+        times = measure(batched, one_at_a_time, clips, count, settings.rounds, settings.warmup)
         row = summarize(count, times["batched"], times["one_at_a_time"])
         rows.append(row)
         print(f"{count} stream(s): batched {row['batched_round_ms_median']:.2f} ms/round "
@@ -258,11 +286,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
               f"{row['one_at_a_time_round_ms_median']:.2f} ms/round "
               f"({row['one_at_a_time_fps']:.1f} frames/s), speed-up {row['speedup']:.2f}x "
               f"[{time.perf_counter() - started:.1f} s]", file=sys.stderr, flush=True)
-    report = {"model": Path(args.model).name, "model_path": str(Path(args.model).resolve()),
-              "frame_hw": list(batched.frame_hw), "machine": machine_info(provider=args.provider, threads=args.threads or "onnxruntime default"),
-              "settings": {"streams": list(args.streams), "rounds": args.steps,
-                           "warmup_rounds": args.warmup, "clips": list(CLIP_ORDER),
-                           "shared_session": not args.separate_sessions},
+    report = {"model": Path(settings.model).name,
+              "model_path": str(Path(settings.model).resolve()),
+              "frame_hw": list(batched.frame_hw),
+              "machine": machine_info(provider=settings.provider,
+                                      threads=settings.threads or "onnxruntime default"),
+              "settings": {"streams": list(settings.streams), "rounds": settings.rounds,
+                           "warmup_rounds": settings.warmup, "clips": list(CLIP_ORDER),
+                           "shared_session": not settings.separate_sessions},
               "rows": rows}
     print(text_table(rows))
     if "json" in outputs:
@@ -271,13 +302,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         write_text(outputs["markdown"], markdown_table(report))
     if "plot" in outputs:
         save_chart(outputs["plot"], rows, f"{report['model']}: frames/s vs streams "
-                   f"({report['machine']['cpu_count']} CPUs, {args.provider})")
+                   f"({report['machine']['cpu_count']} CPUs, {settings.provider})")
     for path in outputs.values():
         print(f"wrote {path}", file=sys.stderr)
     return report
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line (see the module doc); 2 on a user error."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="an ONNX export with a dynamic batch")
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 2, 4, 8])
@@ -285,24 +317,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=WARMUP_ROUNDS, help="untimed rounds first")
     parser.add_argument("--threads", type=int, default=None,
                         help="onnxruntime intra-op threads (default: one per physical core)")
-    parser.add_argument("--provider", choices=("cpu", "cuda", "tensorrt"), default="cpu")
+    parser.add_argument("--provider", choices=sorted(PROVIDERS), default="cpu",
+                        help="onnxruntime execution provider")
     parser.add_argument("--separate-sessions", action="store_true",
                         help="one-at-a-time on its own onnxruntime session (default: shared)")
-    parser.add_argument("--json", help="write the report as JSON here")
-    parser.add_argument("--markdown", help="write the table as markdown here")
-    parser.add_argument("--plot", help="write a PNG of frames/s vs streams here")
+    parser.add_argument("--json", type=Path, help="write the report as JSON here")
+    parser.add_argument("--markdown", type=Path, help="write the table as markdown here")
+    parser.add_argument("--plot", type=Path, help="write a PNG of frames/s vs streams here")
     parser.add_argument("--force", action="store_true", help="overwrite existing output files")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
 
+    def measure_and_report() -> None:
+        settings = ThroughputSettings(
+            model=args.model, streams=tuple(args.streams), rounds=args.steps, warmup=args.warmup,
+            provider=args.provider, threads=args.threads,
+            separate_sessions=args.separate_sessions)
+        run(settings, args.json, args.markdown, args.plot, args.force)
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        run(args)
-    except StaeError as err:
-        print(f"multistream_throughput: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_code_of("multistream_throughput", measure_and_report)
 
 
 if __name__ == "__main__":

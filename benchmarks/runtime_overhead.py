@@ -1,6 +1,6 @@
 """Per-step time of `stae run`'s loop vs calling the onnxruntime session directly (CPU).
 
-    python benchmarks/runtime_overhead.py MODEL.onnx [--steps 60] [--threads N]
+    python -m stae_deploy.benchmarks.runtime_overhead MODEL.onnx [--steps 60] [--threads N]
 
 Same model, same frames (the city clip at the model's size). Each step of the `stae run` loop
 (decode on the capture thread, preprocess, Predictor.step with IOBinding ping-pong, PSNR, and,
@@ -14,10 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+from stae_deploy.runtime.errors import exit_code_of
 from stae_deploy.runtime.onnx_session import OnnxStepper
 from stae_deploy.runtime.predictor import Predictor
 from stae_deploy.runtime.sources import FrameGrabber, SourceConfig
@@ -55,15 +57,13 @@ def interleaved(model: str, steps: int, threads: int | None, video: Path | None
     return {name: values[WARMUP:] for name, values in times.items()}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model")
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--threads", type=int, default=None)
-    args = parser.parse_args()
+def print_overheads(model: str, steps: int, threads: int | None) -> None:
+    """One JSON line per pass (without, then with video output) and path: median ms per step and
+    the overhead over the direct session.run."""
     with tempfile.TemporaryDirectory() as scratch:
-        for label, video in (("no video output", None), ("--output video", Path(scratch) / "v.mp4")):
-            times = interleaved(args.model, args.steps, args.threads, video)
+        for label, video in (("no video output", None),
+                             ("--output video", Path(scratch) / "v.mp4")):
+            times = interleaved(model, steps, threads, video)
             base = statistics.median(times["direct"])
             for name, values in times.items():
                 median = statistics.median(values)
@@ -72,5 +72,16 @@ def main() -> None:
                                   "overhead_vs_direct": round(median / base - 1, 4)}))
 
 
+def main(argv: list[str] | None = None) -> int:
+    """The command line (see the module doc); 2 on a user error."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model")
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    return exit_code_of("runtime_overhead",
+                        lambda: print_overheads(args.model, args.steps, args.threads))
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,8 +1,8 @@
 """Soak test: many batched steps with stream churn and NaN injection; memory must stay flat.
 
-    python benchmarks/soak.py MODEL.onnx [--steps 10000] [--streams 2] [--sample-every 100]
-        [--warmup-steps 500] [--reset-every 500] [--churn-every 1000] [--nan-every 2000]
-        [--threads N] [--provider cpu] [--json F] [--plot F] [--force]
+    python -m stae_deploy.benchmarks.soak MODEL.onnx [--steps 10000] [--streams 2]
+        [--sample-every 100] [--warmup-steps 500] [--reset-every 500] [--churn-every 1000]
+        [--nan-every 2000] [--threads N] [--provider cpu] [--json F] [--plot F] [--force]
 
 MODEL must have a dynamic batch (``stae export --dynamic-batch``). ``--streams`` slots each hold
 one stream watching real footage (carphone, city, motion in turn, cycled; a clip's end wraps to
@@ -35,15 +35,17 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
-from stae_deploy.runtime.errors import ConfigError, NonFiniteStateError, StaeError
-from stae_deploy.runtime.files import atomic_path, refuse_overwrite
+from stae_deploy.benchmarks.bench_report import write_text
+from stae_deploy.runtime.backends.onnxruntime_backend import PROVIDERS
+from stae_deploy.runtime.errors import ConfigError, NonFiniteStateError, exit_code_of
+from stae_deploy.runtime.files import refuse_overwrite
 from stae_deploy.runtime.plots import save_figure
 from stae_deploy.runtime.machine import machine_info, rss_mb
 from stae_deploy.runtime.predictor import Predictor, Stream
@@ -121,6 +123,35 @@ def sample_steps(steps: int, sample_every: int, warmup_steps: int) -> set[int]:
     """Step counts (steps done) at which RSS is sampled: 0, every ``sample_every``, the end of
     the warm-up and the end."""
     return {0, warmup_steps, steps} | set(range(sample_every, steps + 1, sample_every))
+
+
+@dataclass(frozen=True)
+class SoakSchedule:
+    """How long to soak and what happens on the way (see the module doc for the event grid).
+
+    steps:        step_many calls in all (>= 1).
+    streams:      stream slots (>= 1).
+    sample_every: steps between RSS samples (>= 1).
+    warmup_steps: growth is measured from the end of these steps (0 .. steps - 1).
+    reset_every, churn_every, nan_every: steps between resets, leave+joins and NaN injections
+                  (<= 0: never).
+    """
+
+    steps: int = 10000
+    streams: int = 2
+    sample_every: int = 100
+    warmup_steps: int = 500
+    reset_every: int = 500
+    churn_every: int = 1000
+    nan_every: int = 2000
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "streams", "sample_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: expected >= 1, got {getattr(self, name)}")
+        if not 0 <= self.warmup_steps < self.steps:
+            raise ConfigError(f"warmup_steps: expected 0 to steps - 1 ({self.steps - 1}), "
+                              f"got {self.warmup_steps}")
 
 
 # --- measuring -------------------------------------------------------------------------------
@@ -221,28 +252,29 @@ class Soak:
         return elapsed_ms
 
 
-def soak(predictor: Predictor, clips: dict[str, np.ndarray], args: argparse.Namespace
+def soak(predictor: Predictor, clips: dict[str, np.ndarray], schedule: SoakSchedule
          ) -> dict[str, Any]:
-    """Run the schedule; returns samples (steps, rss_mb, step_ms), counts, events, problems."""
+    """Run ``schedule`` on streams watching ``clips`` (name -> (K, 3, H, W) float32); returns
+    samples (steps, rss_mb, step_ms), counts, events, problems."""
     run = Soak(predictor, clips)
-    run.slots = [run.join() for _ in range(args.streams)]
-    at = sample_steps(args.steps, args.sample_every, args.warmup_steps)
+    run.slots = [run.join() for _ in range(schedule.streams)]
+    at = sample_steps(schedule.steps, schedule.sample_every, schedule.warmup_steps)
     samples: list[dict[str, Any]] = [{"step": 0, "rss_mb": round(rss_mb(), 2), "step_ms": None}]
     window_ms: list[float] = []
     all_ms: list[float] = []
     resets = churns = nans = 0
-    progress = tqdm(range(args.steps), desc="soak", unit="step", mininterval=1.0,
+    progress = tqdm(range(schedule.steps), desc="soak", unit="step", mininterval=1.0,
                     file=sys.stderr)
     for step in progress:
-        if fires(step, args.churn_every, churn_phase(args.churn_every)):
-            run.churn(step, churns % args.streams)
+        if fires(step, schedule.churn_every, churn_phase(schedule.churn_every)):
+            run.churn(step, churns % schedule.streams)
             churns += 1
-        if fires(step, args.reset_every, reset_phase(args.reset_every)):
-            run.reset(step, resets % args.streams)
+        if fires(step, schedule.reset_every, reset_phase(schedule.reset_every)):
+            run.reset(step, resets % schedule.streams)
             resets += 1
-        active = [s for s in range(args.streams) if not sits_out(s, step)]
+        active = [s for s in range(schedule.streams) if not sits_out(s, step)]
         nan_slot = None
-        if fires(step, args.nan_every, nan_phase(args.nan_every)):
+        if fires(step, schedule.nan_every, nan_phase(schedule.nan_every)):
             nan_slot = active[nans % len(active)]
             run.inject_nan(step, nan_slot)
             nans += 1
@@ -328,33 +360,23 @@ def open_predictor(model: str, provider: str, threads: int | None) -> Predictor:
     return predictor
 
 
-def check_settings(args: argparse.Namespace) -> None:
-    """ConfigError naming the option that cannot work."""
-    if args.streams < 1:
-        raise ConfigError(f"--streams: expected >= 1, got {args.streams}")
-    if args.sample_every < 1:
-        raise ConfigError(f"--sample-every: expected >= 1, got {args.sample_every}")
-    if not 0 <= args.warmup_steps < args.steps:
-        raise ConfigError(f"--warmup-steps: expected 0 to --steps - 1 ({args.steps - 1}), "
-                          f"got {args.warmup_steps}")
-
-
-def run(args: argparse.Namespace) -> int:
-    """The soak, the summary on stdout and the files; returns the exit code (0 passed, 1 not)."""
-    check_settings(args)
-    outputs = {key: refuse_overwrite(value, args.force) for key, value in
-               (("json", args.json), ("plot", args.plot)) if value}
-    predictor = open_predictor(args.model, args.provider, args.threads)
+def run(model: str, schedule: SoakSchedule, provider: str = "cpu", threads: int | None = None,
+        json_path: Path | None = None, plot_path: Path | None = None, force: bool = False) -> int:
+    """Soak ``model`` on ``provider`` with ``threads`` intra-op threads (None: onnxruntime's
+    default), print the summary, write the files given (refusing to overwrite unless ``force``);
+    returns the exit code (0 passed, 1 not)."""
+    outputs = {key: refuse_overwrite(value, force) for key, value in
+               (("json", json_path), ("plot", plot_path)) if value}
+    predictor = open_predictor(model, provider, threads)
     clips = load_clips(CLIP_ORDER, predictor.frame_hw)
     started = time.perf_counter()
-    result = soak(predictor, clips, args)
-    summary = summarize(result, args.warmup_steps)
-    report = {"model": Path(args.model).name, "model_path": str(Path(args.model).resolve()),
+    result = soak(predictor, clips, schedule)
+    summary = summarize(result, schedule.warmup_steps)
+    report = {"model": Path(model).name, "model_path": str(Path(model).resolve()),
               "frame_hw": list(predictor.frame_hw),
-              "machine": machine_info(provider=args.provider, threads=args.threads or "onnxruntime default"),
-              "settings": {key: getattr(args, key) for key in (
-                  "steps", "streams", "sample_every", "warmup_steps", "reset_every",
-                  "churn_every", "nan_every")} | {"clips": list(CLIP_ORDER), "seed": SEED},
+              "machine": machine_info(provider=provider,
+                                      threads=threads or "onnxruntime default"),
+              "settings": asdict(schedule) | {"clips": list(CLIP_ORDER), "seed": SEED},
               "wall_s": round(time.perf_counter() - started, 1),
               "summary": summary, "samples": result["samples"], "events": result["events"]}
     width = max(map(len, summary))
@@ -364,44 +386,53 @@ def run(args: argparse.Namespace) -> int:
     for failure in summary["failures"]:
         print(f"FAIL: {failure}")
     if "json" in outputs:
-        with atomic_path(outputs["json"]) as partial:
-            partial.write_text(json.dumps(report, indent=2) + "\n")
+        write_text(outputs["json"], json.dumps(report, indent=2) + "\n")
     if "plot" in outputs:
-        save_plot(outputs["plot"], result["samples"], args.warmup_steps,
-                  f"soak: {report['model']}, {args.streams} stream slot(s), {args.steps} steps; "
+        save_plot(outputs["plot"], result["samples"], schedule.warmup_steps,
+                  f"soak: {report['model']}, {schedule.streams} stream slot(s), "
+                  f"{schedule.steps} steps; "
                   f"growth after warm-up {summary['growth_percent_after_warmup']:+.2f} %")
     for path in outputs.values():
         print(f"wrote {path}", file=sys.stderr)
     return 0 if summary["passed"] else 1
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line (see the module doc): 0 passed, 1 failed, 2 on a user error."""
+    defaults = SoakSchedule()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="an ONNX export with a dynamic batch")
-    parser.add_argument("--steps", type=int, default=10000)
-    parser.add_argument("--streams", type=int, default=2, help="stream slots")
-    parser.add_argument("--sample-every", type=int, default=100, help="steps between RSS samples")
-    parser.add_argument("--warmup-steps", type=int, default=500,
+    parser.add_argument("--steps", type=int, default=defaults.steps)
+    parser.add_argument("--streams", type=int, default=defaults.streams, help="stream slots")
+    parser.add_argument("--sample-every", type=int, default=defaults.sample_every,
+                        help="steps between RSS samples")
+    parser.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps,
                         help="growth is measured from the end of these steps")
-    parser.add_argument("--reset-every", type=int, default=500, help="0: no resets")
-    parser.add_argument("--churn-every", type=int, default=1000, help="0: no leave/join")
-    parser.add_argument("--nan-every", type=int, default=2000, help="0: no NaN injection")
+    parser.add_argument("--reset-every", type=int, default=defaults.reset_every,
+                        help="0: no resets")
+    parser.add_argument("--churn-every", type=int, default=defaults.churn_every,
+                        help="0: no leave/join")
+    parser.add_argument("--nan-every", type=int, default=defaults.nan_every,
+                        help="0: no NaN injection")
     parser.add_argument("--threads", type=int, default=None,
                         help="onnxruntime intra-op threads (default: one per physical core)")
-    parser.add_argument("--provider", choices=("cpu", "cuda", "tensorrt"), default="cpu")
-    parser.add_argument("--json", help="write the report (summary, samples, events) here")
-    parser.add_argument("--plot", help="write a PNG of RSS and step ms vs step here")
+    parser.add_argument("--provider", choices=sorted(PROVIDERS), default="cpu",
+                        help="onnxruntime execution provider")
+    parser.add_argument("--json", type=Path,
+                        help="write the report (summary, samples, events) here")
+    parser.add_argument("--plot", type=Path, help="write a PNG of RSS and step ms vs step here")
     parser.add_argument("--force", action="store_true", help="overwrite existing output files")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
 
+    def soak_and_report() -> int:
+        schedule = SoakSchedule(
+            steps=args.steps, streams=args.streams, sample_every=args.sample_every,
+            warmup_steps=args.warmup_steps, reset_every=args.reset_every,
+            churn_every=args.churn_every, nan_every=args.nan_every)
+        return run(args.model, schedule, args.provider, args.threads, args.json, args.plot,
+                   args.force)
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except StaeError as err:
-        print(f"soak: error: {err}", file=sys.stderr)
-        return 2
+    return exit_code_of("soak", soak_and_report)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,14 @@
 """`stae bench --models`: the paper's Table 2 measured here, with the paper's ratios beside it."""
-import importlib.util
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from stae_deploy.benchmarks.bench_models import (CHECKPOINTS_DIR, PAPER_TABLE2, available_models,
                                  comparison_markdown, comparison_rows, held_out_quality,
                                  paired_psnr_vs_stae, selected_models)
+from stae_deploy.benchmarks import models_quality
 from stae_deploy.runtime.errors import ConfigError
 
 TABLE2_MODELS = ("stae", "convlstm", "st_lstm", "causal_lstm", "e3d_lstm", "stae_standard_ed")
@@ -131,16 +130,11 @@ def test_evals_on_different_held_out_frames_are_refused(tmp_path, monkeypatch):
         paired_psnr_vs_stae("convlstm")
 
 
-def _models_quality_script():
-    return Path(__file__).resolve().parent.parent / "benchmarks" / "models_quality.py"
-
-
 def test_models_quality_script_puts_the_committed_evals_side_by_side(tmp_path):
-    script = _models_quality_script()
+    script = [sys.executable, "-m", "stae_deploy.benchmarks.models_quality"]
     outputs = ["--json", str(tmp_path / "q.json"), "--markdown", str(tmp_path / "q.md"),
                "--plot", str(tmp_path / "q.png")]
-    done = subprocess.run([sys.executable, str(script), *outputs], capture_output=True, text=True,
-                          cwd=script.parent.parent)
+    done = subprocess.run([*script, *outputs], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     rows = json.loads((tmp_path / "q.json").read_text())
     convlstm = json.loads((CHECKPOINTS_DIR / "convlstm" / "eval.json").read_text())
@@ -153,21 +147,12 @@ def test_models_quality_script_puts_the_committed_evals_side_by_side(tmp_path):
     assert rows["stae"]["vs_stae"] is None
     assert "| ConvLSTM | +4.95 (+0.012) |" in (tmp_path / "q.md").read_text()
     assert (tmp_path / "q.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    again = subprocess.run([sys.executable, str(script), *outputs], capture_output=True,
-                           text=True, cwd=script.parent.parent)
+    again = subprocess.run([*script, *outputs], capture_output=True, text=True, cwd=tmp_path)
     assert again.returncode == 2 and "models_quality: error: " in again.stderr
     assert "q.md already exists; pass --force" in again.stderr and "Traceback" not in again.stderr
 
 
-def _models_quality_module():
-    spec = importlib.util.spec_from_file_location("models_quality", _models_quality_script())
-    models_quality = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(models_quality)
-    return models_quality
-
-
 def test_models_quality_lists_an_untrained_model_as_not_trained(only_stae_and_convlstm_trained):
-    models_quality = _models_quality_module()
     rows = {name: models_quality.model_quality(name) for name in available_models()}
     assert rows["e3d_lstm"] is None and rows["convlstm"]["vs_stae"]["targets"] == 95
     table = models_quality.quality_markdown(rows)
@@ -176,7 +161,6 @@ def test_models_quality_lists_an_untrained_model_as_not_trained(only_stae_and_co
 
 def test_models_quality_gives_the_first_and_last_100_steps_of_the_long_stream(
         only_stae_and_convlstm_trained):
-    models_quality = _models_quality_module()
     committed = json.loads((CHECKPOINTS_DIR / "convlstm" / "eval.json").read_text())["long_stream"]
     row = models_quality.model_quality("convlstm")
     assert row["long_stream"]["city"]["state_max_abs_per_window"] == \
@@ -196,7 +180,6 @@ def test_models_quality_gives_the_first_and_last_100_steps_of_the_long_stream(
 def test_an_eval_without_a_long_stream_says_not_measured(only_stae_and_convlstm_trained):
     from stae_deploy.benchmarks import bench_models
 
-    models_quality = _models_quality_module()
     path = bench_models.CHECKPOINTS_DIR / "convlstm" / "eval.json"
     report = json.loads(path.read_text())
     del report["long_stream"]

@@ -1,43 +1,21 @@
-"""The pure helpers of benchmarks/multistream_throughput.py and benchmarks/soak.py: which frames
-each stream sees, the churn schedule, the NaN check, and the arithmetic of the reports."""
+"""The pure helpers of the multistream_throughput and soak benchmark scripts: which frames each
+stream sees, the churn schedule, the NaN check, the settings' checks, and the arithmetic of the
+reports."""
 from __future__ import annotations
-
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 
-from stae_deploy.runtime.errors import NonFiniteStateError
+from stae_deploy.benchmarks import multistream_throughput as throughput
+from stae_deploy.benchmarks import soak
+from stae_deploy.runtime.errors import ConfigError, NonFiniteStateError
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 CLIP_LENGTHS = {"carphone": 120, "city": 116, "motion": 242}   # usable frames of each clip
-
-
-def _load(name: str):
-    """Import benchmarks/<name>.py (a script folder, not a package)."""
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module          # dataclasses look their module up while created
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-@pytest.fixture(scope="module")
-def throughput():
-    return _load("multistream_throughput")
-
-
-@pytest.fixture(scope="module")
-def soak():
-    return _load("soak")
 
 
 # --- multistream_throughput ------------------------------------------------------------------
 
 @pytest.mark.parametrize("count", [1, 2, 4, 8, 9])
-def test_no_two_streams_see_the_same_frame_in_a_round(throughput, count):
+def test_no_two_streams_see_the_same_frame_in_a_round(count):
     sources = throughput.stream_sources(count, CLIP_LENGTHS)
     assert len(sources) == count
     assert [name for name, _ in sources[:3]] == ["carphone", "city", "motion"][:count]
@@ -47,18 +25,18 @@ def test_no_two_streams_see_the_same_frame_in_a_round(throughput, count):
         assert len(set(seen)) == count, f"round {round_index}: {seen}"
 
 
-def test_streams_sharing_a_clip_are_spread_evenly(throughput):
+def test_streams_sharing_a_clip_are_spread_evenly():
     sources = throughput.stream_sources(8, CLIP_LENGTHS)
     assert [start for name, start in sources if name == "carphone"] == [0, 40, 80]
     assert [start for name, start in sources if name == "motion"] == [0, 121]
 
 
-def test_frame_index_wraps(throughput):
+def test_frame_index_wraps():
     assert throughput.frame_index(0, 5, 120) == 5
     assert throughput.frame_index(100, 25, 120) == 5
 
 
-def test_summarize_row(throughput):
+def test_summarize_row():
     row = throughput.summarize(4, [100.0, 110.0, 90.0], [300.0, 330.0, 400.0])
     assert row["batched_round_ms_median"] == 100.0
     assert row["one_at_a_time_round_ms_median"] == 330.0
@@ -71,7 +49,7 @@ def test_summarize_row(throughput):
     assert row["one_at_a_time_last_stream_latency_ms"] == 330.0
 
 
-def test_tables_have_a_row_per_stream_count(throughput):
+def test_tables_have_a_row_per_stream_count():
     rows = [throughput.summarize(n, [10.0 * n], [12.0 * n]) for n in (1, 2, 4)]
     text = throughput.text_table(rows).splitlines()
     assert len(text) == 4 and "speed-up" in text[0] and "1.20x" in text[3]
@@ -83,9 +61,20 @@ def test_tables_have_a_row_per_stream_count(throughput):
     assert markdown.count("\n| ") == 4 and "| 4 | 40.00 | 48.00 |" in markdown
 
 
+def test_throughput_settings_name_what_cannot_work():
+    settings = throughput.ThroughputSettings("m.onnx", streams=[1, 2])
+    assert settings.streams == (1, 2) and (settings.rounds, settings.warmup) == (40, 3)
+    for field, bad, message in (("streams", (1, 0), "streams: expected counts >= 1"),
+                                ("streams", (), "streams: expected counts >= 1"),
+                                ("rounds", 0, "rounds: expected >= 1, got 0"),
+                                ("warmup", -1, "warmup: expected >= 0, got -1")):
+        with pytest.raises(ConfigError, match=message):
+            throughput.ThroughputSettings("m.onnx", **{field: bad})
+
+
 # --- soak ------------------------------------------------------------------------------------
 
-def test_fires_on_its_grid(soak):
+def test_fires_on_its_grid():
     assert [s for s in range(2000) if soak.fires(s, 500, soak.reset_phase(500))] == \
         [250, 750, 1250, 1750]
     assert [s for s in range(3001) if soak.fires(s, 1000, soak.churn_phase(1000))] == \
@@ -95,7 +84,7 @@ def test_fires_on_its_grid(soak):
     assert not any(soak.fires(s, 0, 0) for s in range(10))
 
 
-def test_default_events_never_share_a_step(soak):
+def test_default_events_never_share_a_step():
     grids = [{s for s in range(10000) if soak.fires(s, every, phase(every))}
              for every, phase in ((500, soak.reset_phase), (1000, soak.churn_phase),
                                   (2000, soak.nan_phase))]
@@ -103,18 +92,18 @@ def test_default_events_never_share_a_step(soak):
     assert not (grids[0] & grids[1]) and not (grids[0] & grids[2]) and not (grids[1] & grids[2])
 
 
-def test_every_step_has_a_stream_and_others_sit_out(soak):
+def test_every_step_has_a_stream_and_others_sit_out():
     assert not any(soak.sits_out(0, step) for step in range(1000))
     assert sum(soak.sits_out(1, s) for s in range(700)) == 100       # one step in 7
     assert sum(soak.sits_out(3, s) for s in range(1100)) == 100      # one step in 11
 
 
-def test_stream_starts_differ_on_a_shared_clip(soak):
+def test_stream_starts_differ_on_a_shared_clip():
     starts = {soak.stream_start(serial, 120) for serial in range(0, 12, 3)}   # all on carphone
     assert len(starts) == 4
 
 
-def test_nan_check(soak):
+def test_nan_check():
     ok, bad = object(), NonFiniteStateError("step 3: NaN")
     assert soak.nan_check([ok, bad, ok], target=1) == []
     assert soak.nan_check([ok, ok], target=-1) == []
@@ -125,16 +114,27 @@ def test_nan_check(soak):
     assert len(soak.nan_check([bad], target=-1)) == 1
 
 
-def test_growth_and_slope(soak):
+def test_growth_and_slope():
     assert soak.growth_percent(200.0, 203.0) == pytest.approx(1.5)
     assert soak.slope_mb_per_1k_steps([0, 1000, 2000], [100.0, 101.0, 102.0]) == \
         pytest.approx(1.0)
     assert soak.slope_mb_per_1k_steps([500], [1.0]) is None
 
 
-def test_sample_steps(soak):
+def test_sample_steps():
     assert soak.sample_steps(300, 100, 50) == {0, 50, 100, 200, 300}
     assert soak.sample_steps(250, 100, 0) == {0, 100, 200, 250}
+
+
+def test_soak_schedule_names_what_cannot_work():
+    assert soak.SoakSchedule(steps=10, warmup_steps=9).warmup_steps == 9
+    for kwargs, message in (({"steps": 0, "warmup_steps": 0}, "steps: expected >= 1, got 0"),
+                            ({"streams": 0}, "streams: expected >= 1, got 0"),
+                            ({"sample_every": 0}, "sample_every: expected >= 1, got 0"),
+                            ({"steps": 100}, r"warmup_steps: expected 0 to steps - 1 \(99\), "
+                                             r"got 500")):
+        with pytest.raises(ConfigError, match=message):
+            soak.SoakSchedule(**kwargs)
 
 
 def _result(rss_mb, injected=2, caught=2, problems=()):
@@ -145,14 +145,14 @@ def _result(rss_mb, injected=2, caught=2, problems=()):
                        "nan_caught": caught, "unexpected_nonfinite": 0}}
 
 
-def test_summary_passes_flat_memory(soak):
+def test_summary_passes_flat_memory():
     summary = soak.summarize(_result([150.0, 200.0, 201.0, 201.0]), warmup_steps=100)
     assert summary["rss_mb_after_warmup"] == 200.0 and summary["rss_mb_end"] == 201.0
     assert summary["rss_mb_max"] == 201.0 and summary["growth_percent_after_warmup"] == 0.5
     assert summary["passed"] and summary["failures"] == []
 
 
-def test_summary_fails_growth_or_missed_nan(soak):
+def test_summary_fails_growth_or_missed_nan():
     grown = soak.summarize(_result([150.0, 200.0, 204.0]), warmup_steps=100)
     assert not grown["passed"] and "grew 2.00 %" in grown["failures"][0]
     missed = soak.summarize(_result([200.0, 200.0], caught=1), warmup_steps=0)
