@@ -27,7 +27,7 @@ WARMUP = 5
 def lockstep_step_ms(paths: list[str], steps: int, threads: int | None) -> dict[str, list[float]]:
     """Path -> per-step ms after warm-up, the models interleaved step by step."""
     backends = {path: OnnxBackend(path, 1, threads) for path in paths}
-    frame_size = tuple(backends[paths[0]].spec.data_inputs[0].shape[2:])
+    frame_size = backends[paths[0]].spec.frame_size
     return interleaved_latencies_ms(backends, city_frames(frame_size, steps), 1, WARMUP,
                                     "lockstep")
 

@@ -130,7 +130,7 @@ def add_sequence_controls(model: onnx.ModelProto, metadata: ArtifactMetadata, so
         raise ArtifactError(f"{source}: it already has Triton's sequence controls")
     new_spec = controlled_spec(spec, rename_states)
     graph = model.graph
-    batch_dim = _batch_dim(graph, spec.data_inputs[0].name, source)
+    batch_dim = _batch_dim(graph, spec.frame.name, source)
     names = triton_state_names(spec, rename_states)
 
     constants: dict[str, np.ndarray] = {"triton/one": np.array(1.0, np.float32), "triton/half": np.array(0.5, np.float32)}

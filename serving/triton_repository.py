@@ -28,10 +28,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from stae_deploy.export.onnx_graph import load_model, save_model, verified_metadata
+from stae_deploy.export.onnx_graph import open_graph, save_model
 from stae_deploy.serving.triton_graph import (CONTROL_INPUTS, CORRID, CORRID_OUT, END, NOTE_CONTROLS, READY,
                                  START, add_sequence_controls, check_state_pairing, has_controls)
-from stae_deploy.runtime.artifact import ArtifactMetadata, engine_sidecar_path, read_engine_sidecar
+from stae_deploy.runtime.artifact import (ENGINE_SUFFIXES, ONNX_SUFFIX, ArtifactMetadata,
+                                          engine_sidecar_path, read_engine_sidecar)
 from stae_deploy.runtime.errors import ArtifactError, ConfigError, OutputExistsError
 from stae_deploy.runtime.protocol import DYNAMIC_BATCH, IOSpec, TensorSpec
 
@@ -40,8 +41,6 @@ TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int8": "TYPE_IN
                 "bool": "TYPE_BOOL"}
 STRATEGIES = ("direct", "oldest")
 KINDS = {"gpu": "KIND_GPU", "cpu": "KIND_CPU"}
-ONNX_SUFFIXES = (".onnx",)
-ENGINE_SUFFIXES = (".engine", ".plan")
 TRITON_DEFAULT_POOL_BYTES = 64 << 20     # tritonserver's default CUDA memory pool per GPU
 VERSION_DIR = "1"
 
@@ -137,7 +136,7 @@ def check_servable(spec: IOSpec, source: str) -> None:
     float32 state (ConfigErrors naming the tensor) and a sorted-name pairing that holds
     (ProtocolError)."""
     require_dynamic_batch(spec, source)
-    frame = spec.data_inputs[0]
+    frame = spec.frame
     if len(frame.per_sample_shape) != 3 or frame.per_sample_shape[0] != 3:
         raise ConfigError(f"{source}: input '{frame.name}' is {list(frame.shape)}; expected an "
                           f"RGB frame (batch, 3, H, W)")
@@ -154,8 +153,7 @@ def load_onnx_source(path: Path, options: TritonOptions) -> tuple[onnx.ModelProt
                                                                   ArtifactMetadata]:
     """(Triton copy, its metadata) from an exported ONNX file; a file that already is a Triton
     copy (a ``model.onnx`` this command wrote) is taken as it is."""
-    model = load_model(path)
-    metadata = verified_metadata(model, str(path))
+    model, metadata = open_graph(path)
     if metadata.notes.get(NOTE_CONTROLS):
         if not has_controls(metadata.spec):
             raise ArtifactError(f"{path}: its notes say '{NOTE_CONTROLS}' but its protocol lacks "
@@ -265,7 +263,7 @@ def write_repository(source: str | Path, output: str | Path, options: TritonOpti
     if model_dir.exists() and not force:
         raise OutputExistsError(f"{model_dir} already exists; pass --force to overwrite it")
     suffix = source.suffix.lower()
-    if suffix in ONNX_SUFFIXES:
+    if suffix == ONNX_SUFFIX:
         onnx_model, metadata = load_onnx_source(source, options)
         platform, model_name = "onnxruntime", "model.onnx"
     elif suffix in ENGINE_SUFFIXES:
@@ -314,7 +312,7 @@ def tritonserver_command(output: Path, pool_bytes: int) -> str:
 def readme_text(spec: IOSpec, options: TritonOptions, output: Path, platform: str, source: str,
                 per_stream: int, pool: int) -> str:
     """The model directory's README: how to serve it, the memory it needs, how to call it."""
-    frame, prediction = spec.data_inputs[0], spec.data_outputs[0]
+    frame, prediction = spec.frame, spec.prediction
     states = "\n".join(f"| `{p.input.name}` | `{p.output.name}` | {list(p.input.per_sample_shape)} "
                        f"| {int(np.prod(p.input.per_sample_shape)) * 4:,} |" for p in spec.state)
     slots_per = "max_batch_size" if options.strategy == "direct" else "max_candidate_sequences"

@@ -92,10 +92,10 @@ def test_foreign_truncated_and_missing_files_are_refused(small_onnx, tmp_path):
     path, _ = small_onnx
     truncated = tmp_path / "truncated.onnx"
     truncated.write_bytes(path.read_bytes()[: 1 << 16])
-    with pytest.raises(ArtifactError, match="truncated.onnx: not a readable ONNX model"):
-        static_checks(truncated)
-    with pytest.raises(ArtifactError, match="truncated.onnx: onnxruntime cannot load it"):
-        OnnxStepper(truncated)
+    for load in (static_checks, OnnxStepper):
+        with pytest.raises(ArtifactError, match="truncated.onnx: it begins like an ONNX model but "
+                                                "does not parse"):
+            load(truncated)
     foreign = tmp_path / "foreign.onnx"
     node = helper.make_node("Relu", ["x"], ["y"])
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],

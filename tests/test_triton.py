@@ -87,7 +87,7 @@ def run_like_triton(path, schedule, slots, seed=0):
     spec = metadata.spec
     pairs = list(zip(triton_order([p.input.name for p in spec.state]),
                      triton_order([p.output.name for p in spec.state])))
-    frame = spec.data_inputs[0]
+    frame = spec.frame
     state = {p.input.name: rng.normal(size=(slots, *p.input.per_sample_shape)).astype(np.float32)
              for p in spec.state}
     names = [t.name for t in spec.outputs]

@@ -260,7 +260,7 @@ def compare_rollouts(stepper: OnnxStepper, reference: STAE | StepReference, fram
     if isinstance(reference, STAE):
         reference = TorchReference(reference)
     spec = stepper.spec
-    prediction_name = spec.data_outputs[0].name
+    prediction_name = spec.prediction.name
     names = [prediction_name, *(p.output.name for p in spec.state)]
     max_abs = dict.fromkeys(names, 0.0)
     max_rel = dict.fromkeys(names, 0.0)
@@ -332,7 +332,7 @@ def compare_rollouts(stepper: OnnxStepper, reference: STAE | StepReference, fram
 def _by_output(spec: IOSpec, prediction: np.ndarray, state: dict[str, np.ndarray]
                ) -> dict[str, np.ndarray]:
     """A step's prediction and next state keyed by the graph's output names."""
-    return {spec.data_outputs[0].name: prediction,
+    return {spec.prediction.name: prediction,
             **{p.output.name: state[p.input.name] for p in spec.state}}
 
 

@@ -33,7 +33,7 @@ def save_polygraphy_data(spec: IOSpec, reference: STAE, frames: np.ndarray, step
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     dtypes = {t.name: t.dtype for t in (*spec.inputs, *spec.outputs)}
-    frame_name, prediction_name = spec.data_inputs[0].name, spec.data_outputs[0].name
+    frame_name, prediction_name = spec.frame.name, spec.prediction.name
     state = reference.zero_state()
     feeds, outputs = [], []
     for t in range(steps):

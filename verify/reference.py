@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from stae_deploy.export.onnx_graph import load_model, verified_metadata
+from stae_deploy.export.onnx_graph import open_graph
 from stae_deploy.verify.parity import OnnxReference
 from stae_deploy.runtime.artifact import ArtifactMetadata
 from stae_deploy.runtime.errors import ArtifactError
@@ -50,7 +50,7 @@ def reference_or_source(source: str | Path, checkpoint: str | Path | None = None
     """What a precision variant of the fp32 artifact ``source`` is checked against: the PyTorch
     reference when it can be rebuilt (``checkpoint`` given, or seeded random weights), else the
     FP32 graph ``source`` itself, whose distance from the variant is what FP16 and INT8 change."""
-    metadata = verified_metadata(load_model(source), str(source))
+    metadata = open_graph(source)[1]
     if checkpoint is not None or "random_seed" in metadata.notes:
         return reference_for(metadata, str(source), checkpoint)
     return OnnxReference(source)
