@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
           f"{', dynamic batch' if settings.dynamic_batch else ''}) to {settings.output} ...",
           file=sys.stderr)
     start = time.perf_counter()
-    metadata = export_onnx(model, settings.output, provenance, opset=settings.opset,
+    artifact = export_onnx(model, settings.output, provenance, opset=settings.opset,
                            dynamic_batch=settings.dynamic_batch, graph=settings.graph,
                            force=settings.force)
     size_mb = Path(settings.output).stat().st_size / 2 ** 20
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
           file=sys.stderr)
     engine = Path(settings.output).with_suffix(".engine")
     print("build a TensorRT engine with `stae build` or:\n  "
-          + trtexec_command(settings.output, engine, metadata.spec, BuildConfig()),
+          + trtexec_command(settings.output, engine, artifact.spec, BuildConfig()),
           file=sys.stderr)
     if checks is None:
         return 0
