@@ -138,7 +138,7 @@ def test_checkpoint_provenance_is_enforced(tmp_path):
     digest = save_checkpoint(model, checkpoint)
     path = tmp_path / "small.onnx"
     provenance = {"checkpoint_sha256": digest, "weights_sha256": weights_sha256(model)}
-    metadata = export_onnx(model, path, provenance)
+    metadata = export_onnx(model, path, provenance).metadata
     assert metadata.checkpoint_sha256 == digest
     with pytest.raises(ArtifactError, match="pass --checkpoint"):
         reference_for(metadata, str(path))
