@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from stae_deploy.runtime.errors import ConfigError
 from stae_deploy.runtime.files import refuse_overwrite
+from stae_deploy.runtime.plots import save_line_plot
 from stae_deploy.runtime.predictor import Predictor
 from stae_deploy.runtime.sources import FrameGrabber, SourceConfig
 from stae_deploy.runtime.streaming import (RunOptions, RunSummary, StreamOutputs, Throughput,
@@ -138,8 +139,6 @@ def run_model(config: ModelRunConfig, progress: bool = True,
             [StreamOutputs(f.video, f.metrics) for f in files], on_step=on_step, log=log)
     for source, summary, stream_files in zip(config.sources, summaries, files):
         if stream_files.latency_plot is not None:
-            from stae_deploy.runtime.plots import save_line_plot
-
             save_line_plot(stream_files.latency_plot,
                            {"inference (ms)": summary.infer_ms,
                             "capture to prediction (ms)": summary.latency_ms},
