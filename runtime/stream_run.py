@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from tqdm import tqdm
 
+from stae_deploy.runtime.artifact import ONNX_SUFFIX
 from stae_deploy.runtime.errors import ConfigError
 from stae_deploy.runtime.files import refuse_overwrite
 from stae_deploy.runtime.plots import save_line_plot
@@ -115,7 +116,7 @@ def run_model(config: ModelRunConfig, progress: bool = True,
     predictor = Predictor.load(config.model, config.provider, config.threads, config.cuda_graphs,
                                config.max_batch)
     height, width = predictor.frame_hw
-    backend = config.provider if Path(config.model).suffix == ".onnx" else "tensorrt"
+    backend = config.provider if Path(config.model).suffix == ONNX_SUFFIX else "tensorrt"
     log(f"model {config.model} ({predictor.metadata.precision}, {height}x{width}, up to "
         f"{predictor.max_batch or 'any number of'} stream(s) per step) on {backend}; "
         f"input {', '.join(source.uri for source in config.sources)}")
