@@ -16,7 +16,7 @@ from stae_deploy.calibration.calib_data import save_calibration
 from stae_deploy.calibration.quantize import quantize_model
 from stae_deploy.calibration.record import calibration_streams, record_calibration
 from stae_deploy.calibration.fp16 import convert_fp16
-from stae_deploy.export.to_onnx import export_onnx
+from stae_deploy.export.to_onnx import ExportSettings, export_onnx
 from stae_deploy.runtime.errors import ArtifactError, OutputExistsError, StaeError
 from stae_deploy.runtime.files import refuse_overwrite
 from stae_deploy.stae_ref.checkpoint import save_checkpoint
@@ -49,8 +49,8 @@ def build_artifacts(model: STAE, provenance: dict[str, Any], folder: Path, keys:
         return paths[needed]
 
     def exported(graph: str) -> Callable[[Path], object]:
-        return lambda path: export_onnx(model, path, provenance, dynamic_batch=dynamic_batch,
-                                        graph=graph, force=force)
+        settings = ExportSettings(dynamic_batch=dynamic_batch, graph=graph)
+        return lambda path: export_onnx(model, path, provenance, settings, force=force)
 
     builders: dict[str, tuple[str, Callable[[Path], object]]] = {
         "eager": ("model.pt", lambda path: save_checkpoint(model, path, force=force)),

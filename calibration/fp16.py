@@ -21,6 +21,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from stae_deploy.runtime.onnx_artifact import OnnxArtifact
 from stae_deploy.export.onnx_graph import graph_io, open_graph, save_model, write_metadata
 from stae_deploy.runtime.artifact import ArtifactMetadata, check_graph_io
 from stae_deploy.runtime.errors import ArtifactError, ConfigError
@@ -56,8 +57,9 @@ class FP16Settings:
 
 
 def convert_fp16(source: str | Path, output: str | Path, settings: FP16Settings = FP16Settings(),
-                 *, force: bool = False) -> ArtifactMetadata:
-    """Write an FP16 version of the fp32 artifact ``source`` to ``output``; returns its metadata.
+                 *, force: bool = False) -> OnnxArtifact:
+    """Write an FP16 version of the fp32 artifact ``source`` to ``output``; returns the written
+    artifact (its metadata, bytes and graph in memory).
     Refuses to overwrite ``output`` unless ``force``."""
     import modelopt
     from modelopt.onnx.autocast import configure_logging, convert_to_mixed_precision
@@ -88,5 +90,4 @@ def convert_fp16(source: str | Path, output: str | Path, settings: FP16Settings 
     write_metadata(graph, fp16_metadata)     # AutoCast does not carry metadata_props over
     inputs, outputs = graph_io(graph)
     check_graph_io(spec, inputs, outputs, f"{output} (just converted)")
-    save_model(graph, output)
-    return fp16_metadata
+    return save_model(graph, output)

@@ -20,7 +20,8 @@ from stae_deploy.calibration.bias_correction import correct_conv_biases
 from stae_deploy.calibration.calib_data import batches, load_calibration, load_calibration_info
 from stae_deploy.calibration.node_groups import group_nodes
 from stae_deploy.calibration.policy import DEFAULT_POLICY, QuantPolicy
-from stae_deploy.calibration.targets import DEFAULT_TARGET, TARGETS, target_named
+from stae_deploy.calibration.targets import DEFAULT_TARGET, target_named
+from stae_deploy.runtime.onnx_artifact import OnnxArtifact
 from stae_deploy.export.onnx_graph import graph_io, load_model, open_graph, save_model, write_metadata
 from stae_deploy.runtime.artifact import ArtifactMetadata, check_graph_io
 from stae_deploy.runtime.errors import ArtifactError, CalibrationError
@@ -30,8 +31,9 @@ from stae_deploy.runtime.files import refuse_overwrite, sha256_file
 def quantize_model(source: str | Path, calib_path: str | Path, output: str | Path,
                    target: str = DEFAULT_TARGET, policy: QuantPolicy = DEFAULT_POLICY,
                    force: bool = False, bias_correction: bool = True,
-                   progress: bool = False) -> ArtifactMetadata:
-    """Write the INT8 version of the fp32 artifact ``source`` to ``output``; returns its metadata.
+                   progress: bool = False) -> OnnxArtifact:
+    """Write the INT8 version of the fp32 artifact ``source`` to ``output``; returns the written
+    artifact (its metadata, bytes and graph in memory).
 
     bias_correction: afterwards remove each INT8 conv's mean output error, measured on the
     calibration data (``stae_deploy.calibration.bias_correction``), which the memories would otherwise
@@ -74,5 +76,4 @@ def quantize_model(source: str | Path, calib_path: str | Path, output: str | Pat
     write_metadata(quantized, int8_metadata)        # the tools do not carry metadata_props over
     inputs, outputs = graph_io(quantized)
     check_graph_io(metadata.spec, inputs, outputs, f"{output} (just quantised)")
-    save_model(quantized, output)
-    return int8_metadata
+    return save_model(quantized, output)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from stae_deploy.calibration.calib_data import CalibrationInfo, TensorRange, info_path, save_calibration
+from stae_deploy.calibration.calib_data import CalibrationInfo, TensorRange, save_calibration
 from stae_deploy.runtime.errors import ConfigError
 from stae_deploy.runtime.files import refuse_overwrite, sha256_file
 from stae_deploy.runtime.onnx_session import OnnxStepper

@@ -24,8 +24,7 @@ from stae_deploy.calibration.node_groups import group_nodes
 from stae_deploy.calibration.policy import ALL_OP_TYPES, DEFAULT_POLICY, QuantPolicy
 from stae_deploy.calibration.quantize import quantize_model
 from stae_deploy.calibration.targets import DEFAULT_TARGET, target_named
-from stae_deploy.export.onnx_graph import load_model
-from stae_deploy.runtime.onnx_session import open_session
+from stae_deploy.export.onnx_graph import load_model, open_graph
 from stae_deploy.runtime.errors import ConfigError
 from stae_deploy.stae_ref.footage import CLIPS, clip_source
 
@@ -71,14 +70,13 @@ def quantized_node_count(path: Path) -> int:
     return sum(node.op_type == "QuantizeLinear" for node in load_model(path).graph.node)
 
 
-def sensitivity_sweep(model_path: str | Path, calib_path: str | Path, target: str, steps: int,
-                      clips: tuple[str, ...]) -> list[dict[str, Any]]:
+def sensitivity_sweep(model_path: str | Path, calib_path: str | Path,
+                      settings: SensitivitySettings) -> list[dict[str, Any]]:
     """One row per variant: label, policy, Q/DQ count and the drift summary (worst stream)."""
-    _, metadata = open_session(model_path)
-    height, width = metadata.spec.frame_size
-    streams = held_out_streams((height, width), clips, steps)
+    model, metadata = open_graph(model_path)
+    streams = held_out_streams(metadata.spec.frame_size, settings.clips, settings.steps)
     rows = []
-    policies = sweep_policies(load_model(model_path))
+    policies = sweep_policies(model)
     with tempfile.TemporaryDirectory() as scratch:
         for index, (label, policy) in enumerate(policies.items(), start=1):
             print(f"[{index}/{len(policies)}] {label}", file=sys.stderr)

@@ -57,15 +57,14 @@ MIN_OPSET = 17
 
 @dataclass(frozen=True)
 class ExportSettings:
-    """Where and how :func:`export_onnx` writes the graph: ``output`` (refused if it exists unless
-    ``force``), the ONNX ``opset`` (>= 17), a symbolic batch axis (``dynamic_batch``) and the
-    formulation (``graph``, a key of ``GRAPHS``)."""
+    """How :func:`export_onnx` writes the graph: the ONNX ``opset`` (>= 17), a symbolic batch
+    axis on every tensor (``dynamic_batch``, needed for batch > 1) and the formulation
+    (``graph``, a key of ``GRAPHS``: "fast", time-stacked Conv2d plus ``export/graph_rewrites.py``,
+    or "plain", the reference's ops)."""
 
-    output: str
     opset: int = DEFAULT_OPSET
     dynamic_batch: bool = False
     graph: str = DEFAULT_GRAPH
-    force: bool = False
 
     def __post_init__(self) -> None:
         if self.graph not in GRAPHS:
@@ -75,24 +74,18 @@ class ExportSettings:
                               f"layer, got {self.opset}")
 
 
-def export_onnx(model: STAE, output: str | Path, provenance: dict[str, Any], *,
-                opset: int = DEFAULT_OPSET, dynamic_batch: bool = False,
-                graph: str = DEFAULT_GRAPH, force: bool = False) -> OnnxArtifact:
+def export_onnx(model: STAE, output: str | Path, provenance: dict[str, Any],
+                settings: ExportSettings = ExportSettings(), *, force: bool = False
+                ) -> OnnxArtifact:
     """Export ``model`` at its config's frame size to ``output``; returns the written artifact
     (its metadata, bytes and parsed graph, so the checks need not read the file again).
 
-    graph: "fast" (time-stacked Conv2d plus ``stae_deploy.export.graph_rewrites``, the default) or "plain"
-    (the reference's ops); stored in the metadata notes as ``graph`` (and ``graph_rewrites``).
-
-    provenance: where the weights came from (``stae_deploy.cli.args.load_model``); stored in
-    the metadata so ``stae check`` can rebuild the exact reference. Refuses to overwrite
-    ``output`` unless ``force``.
+    provenance: where the weights came from (``stae_ref/model_source.py``'s ``load_model``);
+    stored in the metadata with ``settings.graph`` (and the graph rewrites) so ``stae check`` can
+    rebuild the exact reference. Refuses to overwrite ``output`` unless ``force``.
     """
-    if graph not in GRAPHS:
-        raise ConfigError(f"graph: expected one of {sorted(GRAPHS)}, got {graph!r}")
     output = refuse_overwrite(output, force)
-    if opset < 17:
-        raise ConfigError(f"--opset {opset}: TensorRT needs opset >= 17 for its normalisation layer")
+    graph, dynamic_batch = settings.graph, settings.dynamic_batch
     model = model.eval()
     formulation = GRAPHS[graph]
     traced = formulation.module(model).eval()
@@ -116,7 +109,7 @@ def export_onnx(model: STAE, output: str | Path, provenance: dict[str, Any], *,
         warnings.simplefilter("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", message=".*axis name: batch will not be used")
         raw_path = Path(scratch) / "raw.onnx"
-        torch.onnx.export(traced, example, str(raw_path), dynamo=True, opset_version=opset,
+        torch.onnx.export(traced, example, str(raw_path), dynamo=True, opset_version=settings.opset,
                           input_names=[t.name for t in spec.inputs],
                           output_names=[t.name for t in spec.outputs],
                           dynamic_shapes=dynamic_shapes, external_data=False)

@@ -13,7 +13,7 @@ import torch
 
 from stae_deploy.calibration.node_groups import group_nodes
 from stae_deploy.export.time_stacked import TimeStackedSTAE
-from stae_deploy.export.to_onnx import export_onnx
+from stae_deploy.export.to_onnx import ExportSettings, export_onnx
 from stae_deploy.runtime.errors import ConfigError
 from stae_deploy.stae_ref.cells import Latents
 from stae_deploy.stae_ref.config import STAEConfig
@@ -146,7 +146,7 @@ def carphone_64() -> np.ndarray:
 def test_export_parity_50_steps_and_runtime(graph, tmp_path, carphone_64):
     model = seeded_model(SHARED)
     path = tmp_path / f"shared_{graph}.onnx"
-    metadata = export_onnx(model, path, random_provenance(model), graph=graph)
+    metadata = export_onnx(model, path, random_provenance(model), ExportSettings(graph=graph))
     assert metadata.notes["graph"] == graph
     assert metadata.config["encoder_decoder"] == "shared"
     # The one encoder and decoder land in the INT8 node groups like OE and OD do.

@@ -13,7 +13,7 @@ from stae_deploy.export.onnx_graph import graph_io, load_model, read_metadata, s
 from stae_deploy.verify.parity import TOLERANCES
 from stae_deploy.verify.reference import reference_for
 from stae_deploy.verify.tensorrt_lint import lint_for_tensorrt
-from stae_deploy.export.to_onnx import export_onnx
+from stae_deploy.export.to_onnx import ExportSettings, export_onnx
 from stae_deploy.runtime.artifact import ArtifactMetadata
 from stae_deploy.runtime.errors import ArtifactError, OutputExistsError, SpecMismatchError
 from stae_deploy.runtime.onnx_session import OnnxStepper
@@ -119,7 +119,7 @@ def test_export_refuses_to_overwrite(small_onnx, tmp_path):
 def test_dynamic_batch_runs_any_batch_like_the_reference(tmp_path):
     model = seeded_model(SMALL_CONFIG)
     path = tmp_path / "dyn.onnx"
-    metadata = export_onnx(model, path, random_provenance(model), dynamic_batch=True)
+    metadata = export_onnx(model, path, random_provenance(model), ExportSettings(dynamic_batch=True))
     assert {t.shape[0] for t in (*metadata.spec.inputs, *metadata.spec.outputs)} == {"batch"}
     stepper = OnnxStepper(path)
     frames = torch.rand(3, 3, 3, 64, 64)                      # (T, B, 3, H, W)

@@ -72,14 +72,14 @@ def test_fast_formulation_computes_the_reference_step(name):
 
 
 def test_fast_and_plain_exports_agree_and_keep_the_int8_node_groups(tmp_path, carphone_128):
-    from stae_deploy.export.to_onnx import export_onnx
+    from stae_deploy.export.to_onnx import ExportSettings, export_onnx
     from stae_deploy.runtime.onnx_session import OnnxStepper
 
     model = seeded_model(SMALL_CONFIG)
     paths = {}
     for graph in ("plain", "fast"):
         paths[graph] = tmp_path / f"{graph}.onnx"
-        metadata = export_onnx(model, paths[graph], random_provenance(model), graph=graph)
+        metadata = export_onnx(model, paths[graph], random_provenance(model), ExportSettings(graph=graph))
         assert metadata.notes["graph"] == graph
     fast_metadata = OnnxStepper(paths["fast"]).metadata
     assert fast_metadata.notes["graph_rewrites"]["decompose_softmax"] == 2 * SMALL_CONFIG.layers
@@ -103,11 +103,10 @@ def test_fast_and_plain_exports_agree_and_keep_the_int8_node_groups(tmp_path, ca
 
 
 def test_unknown_graph_formulation_is_refused(tmp_path):
-    from stae_deploy.export.to_onnx import export_onnx
+    from stae_deploy.export.to_onnx import ExportSettings
 
-    model = seeded_model(SMALL_CONFIG)
     with pytest.raises(ConfigError, match="graph: expected one of"):
-        export_onnx(model, tmp_path / "x.onnx", random_provenance(model), graph="fastest")
+        ExportSettings(graph="fastest")
 
 
 def _run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:

@@ -14,7 +14,7 @@ from onnx import TensorProto, helper
 from tritonclient.grpc import model_config_pb2
 
 from stae_deploy.export.onnx_graph import save_model, write_metadata
-from stae_deploy.export.to_onnx import export_onnx
+from stae_deploy.export.to_onnx import ExportSettings, export_onnx
 from stae_deploy.serving.triton_client import (ClientSettings, decoded_frames, infer_inputs,
                                                main as client_main, sequence_requests,
                                                served_model)
@@ -41,7 +41,7 @@ def dynamic_onnx(tmp_path_factory):
     """SMALL_CONFIG exported with a dynamic batch axis (seeded random weights)."""
     model = seeded_model(SMALL_CONFIG)
     path = tmp_path_factory.mktemp("triton") / "small_dyn.onnx"
-    export_onnx(model, path, random_provenance(model), dynamic_batch=True)
+    export_onnx(model, path, random_provenance(model), ExportSettings(dynamic_batch=True))
     return path
 
 

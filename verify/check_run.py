@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from stae_deploy.runtime.errors import ConfigError
+from stae_deploy.runtime.onnx_artifact import OnnxArtifact
 from stae_deploy.stae_ref.footage import DEFAULT_CLIP, clip_source
 from stae_deploy.verify.checks import CheckReport
 
@@ -50,23 +51,24 @@ class ParitySettings:
                               f"rollout's frames), got {self.polygraphy_steps}")
 
 
-def run_checks(path: str | Path, settings: ParitySettings, reference=None,
+def run_checks(source: str | Path | OnnxArtifact, settings: ParitySettings, reference=None,
                checkpoint: str | Path | None = None) -> CheckReport:
-    """Every check on the artifact ``path``, the parity rollout included; writes the plot and
-    Polygraphy files ``settings`` asks for.
+    """Every check on the artifact ``source`` (a path, read and verified once, or an artifact
+    already open, e.g. the one ``export_onnx`` returns), the parity rollout included; writes
+    the plot and Polygraphy files ``settings`` asks for.
 
     reference: the PyTorch model or an ``stae_deploy.verify.parity.StepReference``; by default
     the PyTorch reference the artifact's metadata names
     (``stae_deploy.verify.reference.reference_for``), rebuilt from ``checkpoint`` when it was
     exported from one."""
     from stae_deploy.verify.checks import check_artifact
-    from stae_deploy.export.onnx_graph import open_graph
     from stae_deploy.verify.parity import TOLERANCES
     from stae_deploy.verify.reference import reference_for
     from stae_deploy.stae_ref.footage import forward_backward, load_clip
     from stae_deploy.stae_ref.model import STAE
 
-    metadata = open_graph(path)[1]
+    artifact = source if isinstance(source, OnnxArtifact) else OnnxArtifact.open(source)
+    path, metadata = artifact.path, artifact.metadata
     if reference is None:
         reference = reference_for(metadata, str(path), checkpoint)
     tolerances = TOLERANCES[metadata.precision]
@@ -80,7 +82,7 @@ def run_checks(path: str | Path, settings: ParitySettings, reference=None,
     frame_size = metadata.spec.frame_size
     frames = forward_backward(load_clip(settings.clip, frame_size, settings.cache_dir),
                               settings.steps + settings.horizon)
-    report = check_artifact(path, reference, frames, settings.steps, settings.horizon,
+    report = check_artifact(artifact, reference, frames, settings.steps, settings.horizon,
                             tolerances, progress=settings.progress)
     if settings.plot:
         _plot(report, settings.plot)

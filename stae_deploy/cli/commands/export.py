@@ -38,8 +38,8 @@ def run(args: argparse.Namespace) -> int:
     from stae_deploy.stae_ref.model_source import load_model
     from stae_deploy.verify.check_run import run_checks
 
-    settings = ExportSettings(output=args.output, opset=args.opset,
-                              dynamic_batch=args.dynamic_batch, graph=args.graph, force=args.force)
+    settings = ExportSettings(opset=args.opset, dynamic_batch=args.dynamic_batch,
+                              graph=args.graph)
     checks = None if args.no_check else parity_settings(args)
     model, provenance = load_model(model_source(args))
     if "random_seed" in provenance:
@@ -48,19 +48,16 @@ def run(args: argparse.Namespace) -> int:
               "CKPT to export a trained model.", file=sys.stderr)
     height, width = model.config.frame_size
     print(f"exporting STAE {height}x{width} ({settings.graph} graph, opset {settings.opset}"
-          f"{', dynamic batch' if settings.dynamic_batch else ''}) to {settings.output} ...",
+          f"{', dynamic batch' if settings.dynamic_batch else ''}) to {args.output} ...",
           file=sys.stderr)
     start = time.perf_counter()
-    artifact = export_onnx(model, settings.output, provenance, opset=settings.opset,
-                           dynamic_batch=settings.dynamic_batch, graph=settings.graph,
-                           force=settings.force)
-    size_mb = Path(settings.output).stat().st_size / 2 ** 20
-    print(f"exported in {time.perf_counter() - start:.1f} s: {settings.output} ({size_mb:.1f} MB)",
-          file=sys.stderr)
-    engine = Path(settings.output).with_suffix(".engine")
+    artifact = export_onnx(model, args.output, provenance, settings, force=args.force)
+    print(f"exported in {time.perf_counter() - start:.1f} s: {args.output} "
+          f"({len(artifact.data) / 2 ** 20:.1f} MB)", file=sys.stderr)
+    engine = Path(args.output).with_suffix(".engine")
     print("build a TensorRT engine with `stae build` or:\n  "
-          + trtexec_command(settings.output, engine, artifact.spec, BuildConfig()),
+          + trtexec_command(args.output, engine, artifact.spec, BuildConfig()),
           file=sys.stderr)
     if checks is None:
         return 0
-    return print_check_report(run_checks(settings.output, checks, reference=model), args.json)
+    return print_check_report(run_checks(artifact, checks, reference=model), args.json)

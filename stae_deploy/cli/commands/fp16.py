@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 from stae_deploy.cli.args import add_parity_check, parity_settings
 from stae_deploy.cli.commands.check import print_check_report
@@ -39,11 +38,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"converting {args.model} to FP16 ({', '.join(settings.fp16_op_types)} in FP16, I/O "
           f"{settings.io_precision}) ...", file=sys.stderr)
     start = time.perf_counter()
-    convert_fp16(args.model, args.output, settings, force=args.force)
-    size_mb = Path(args.output).stat().st_size / 2 ** 20
+    artifact = convert_fp16(args.model, args.output, settings, force=args.force)
+    size_mb = len(artifact.data) / 2 ** 20
     print(f"converted in {time.perf_counter() - start:.1f} s: {args.output} ({size_mb:.1f} MB)",
           file=sys.stderr)
     if checks is None:
         return 0
     reference = reference_or_source(args.model, args.checkpoint)
-    return print_check_report(run_checks(args.output, checks, reference=reference), args.json)
+    return print_check_report(run_checks(artifact, checks, reference=reference), args.json)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 from stae_deploy.cli.args import add_parity_check, add_quant_policy, parity_settings, quant_policy
 from stae_deploy.cli.commands.check import print_check_report
@@ -45,14 +44,14 @@ def run(args: argparse.Namespace) -> int:
     policy = quant_policy(args)
     checks = None if args.no_check else parity_settings(args)
     start = time.perf_counter()
-    metadata = quantize_model(args.model, args.calib, args.output, args.target, policy, args.force,
+    artifact = quantize_model(args.model, args.calib, args.output, args.target, policy, args.force,
                               bias_correction=not args.no_bias_correction,
                               progress=not args.quiet)
-    notes = metadata.notes["int8"]
+    notes = artifact.metadata.notes["int8"]
     print(f"quantised for {args.target} with {notes['tool']} in {time.perf_counter() - start:.1f} s "
           f"({notes['excluded_nodes']} nodes kept FP32 by the policy {policy.to_json()}): "
-          f"{args.output} ({Path(args.output).stat().st_size / 2**20:.1f} MB)", file=sys.stderr)
+          f"{args.output} ({len(artifact.data) / 2**20:.1f} MB)", file=sys.stderr)
     if checks is None:
         return 0
     reference = reference_or_source(args.model, args.checkpoint)
-    return print_check_report(run_checks(args.output, checks, reference=reference), args.json)
+    return print_check_report(run_checks(artifact, checks, reference=reference), args.json)
