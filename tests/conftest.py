@@ -72,11 +72,11 @@ def small_onnx_path(tmp_path_factory):
 @pytest.fixture(scope="session")
 def small_dynamic_onnx_path(tmp_path_factory) -> Path:
     """SMALL_CONFIG exported with a dynamic batch axis (seeded random weights)."""
-    from stae_deploy.export.to_onnx import export_onnx
+    from stae_deploy.export.to_onnx import ExportSettings, export_onnx
 
     model = seeded_model(SMALL_CONFIG)
     path = tmp_path_factory.mktemp("export") / "small_dynamic.onnx"
-    export_onnx(model, path, random_provenance(model), dynamic_batch=True)
+    export_onnx(model, path, random_provenance(model), ExportSettings(dynamic_batch=True))
     return path
 
 
@@ -87,7 +87,7 @@ DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "stae_ref/checkpoints/de
 def demo_dynamic_onnx_path(tmp_path_factory) -> Path:
     """The committed demo checkpoint (128x128) exported with a dynamic batch axis: the model
     several camera streams share."""
-    from stae_deploy.export.to_onnx import export_onnx
+    from stae_deploy.export.to_onnx import ExportSettings, export_onnx
     from stae_deploy.runtime.files import sha256_file
     from stae_deploy.stae_ref.checkpoint import load_checkpoint, weights_sha256
 
@@ -96,7 +96,7 @@ def demo_dynamic_onnx_path(tmp_path_factory) -> Path:
     export_onnx(model.eval(), path, {"checkpoint": str(DEMO_CHECKPOINT),
                                      "checkpoint_sha256": sha256_file(DEMO_CHECKPOINT),
                                      "weights_sha256": weights_sha256(model)},
-                dynamic_batch=True)
+                ExportSettings(dynamic_batch=True))
     return path
 
 
