@@ -36,7 +36,7 @@ from tqdm import tqdm
 from stae_deploy.runtime.errors import ConfigError, SpecMismatchError
 from stae_deploy.runtime.metrics import linear_slope, psnr_db
 from stae_deploy.runtime.onnx_session import OnnxStepper
-from stae_deploy.stae_ref.footage import CLIPS, clip_source, forward_backward
+from stae_deploy.stae_ref.footage import CLIPS, clip_names, forward_backward
 from stae_deploy.stae_ref.training_data import DEFAULT_HOLDOUT_FRACTION, split_clips
 
 PSNR_CAP_DB = 120.0
@@ -58,12 +58,7 @@ class DriftSettings:
     def __post_init__(self) -> None:
         if self.steps < 2:
             raise ConfigError(f"steps: need at least 2, got {self.steps}")
-        if isinstance(self.clips, str) or not self.clips:
-            raise ConfigError(f"clips: expected a non-empty list of clip names, got "
-                              f"{self.clips!r}")
-        object.__setattr__(self, "clips", tuple(self.clips))
-        for clip in self.clips:
-            clip_source(clip)                   # raises FootageError naming an unknown clip
+        object.__setattr__(self, "clips", clip_names(self.clips))
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads: expected >= 1 or None, got {self.threads}")
 

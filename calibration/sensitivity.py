@@ -26,7 +26,7 @@ from stae_deploy.calibration.quantize import quantize_model
 from stae_deploy.calibration.targets import DEFAULT_TARGET, target_named
 from stae_deploy.export.onnx_graph import load_model, open_graph
 from stae_deploy.runtime.errors import ConfigError
-from stae_deploy.stae_ref.footage import CLIPS, clip_source
+from stae_deploy.stae_ref.footage import CLIPS, clip_names
 
 COLUMNS = ("psnr_vs_fp32_db_mean", "err_over_delta_mean", "truth_gap_db",
            "buildup_slope_db_per_100_steps")
@@ -46,12 +46,7 @@ class SensitivitySettings:
         target_named(self.target)               # raises ConfigError naming an unknown target
         if self.steps < 2:
             raise ConfigError(f"steps: need at least 2, got {self.steps}")
-        if isinstance(self.clips, str) or not self.clips:
-            raise ConfigError(f"clips: expected a non-empty list of clip names, got "
-                              f"{self.clips!r}")
-        object.__setattr__(self, "clips", tuple(self.clips))
-        for clip in self.clips:
-            clip_source(clip)                   # raises FootageError naming an unknown clip
+        object.__setattr__(self, "clips", clip_names(self.clips))
 
 
 def sweep_policies(model: onnx.ModelProto) -> dict[str, QuantPolicy]:

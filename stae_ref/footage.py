@@ -23,7 +23,7 @@ from typing import Callable, Iterator, Sequence
 import cv2
 import numpy as np
 
-from stae_deploy.runtime.errors import FootageError
+from stae_deploy.runtime.errors import ConfigError, FootageError
 from stae_deploy.runtime.files import sha256_file
 from stae_deploy.runtime.frames import bgr_to_model_frame
 
@@ -85,6 +85,16 @@ def clip_source(name: str) -> ClipSource:
     if name not in CLIPS:
         raise FootageError(f"unknown clip '{name}'; known clips: {sorted(CLIPS)}")
     return CLIPS[name]
+
+
+def clip_names(names: Sequence[str], field: str = "clips") -> tuple[str, ...]:
+    """``names`` as a tuple of registered clip names; :class:`ConfigError` naming ``field`` if it
+    is empty or a bare string, :class:`FootageError` naming an unknown clip."""
+    if isinstance(names, str) or not names:
+        raise ConfigError(f"{field}: expected a non-empty list of clip names, got {names!r}")
+    for name in names:
+        clip_source(name)
+    return tuple(names)
 
 
 def fetch(clip: ClipSource | str, cache: str | Path | None = None) -> Path:

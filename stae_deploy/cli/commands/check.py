@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 from stae_deploy.cli.args import add_parity_check, parity_settings
 
 if TYPE_CHECKING:
+    from stae_deploy.runtime.onnx_artifact import OnnxArtifact
+    from stae_deploy.verify.check_run import ParitySettings
     from stae_deploy.verify.checks import CheckReport
 
 
@@ -34,3 +36,27 @@ def print_check_report(report: CheckReport, as_json: bool) -> int:
 
     print(json.dumps(report.to_dict(), indent=2) if as_json else format_check_report(report))
     return 0 if report.passed else 1
+
+
+def add_variant_check(parser: argparse.ArgumentParser, verb: str) -> None:
+    """--force, --checkpoint, --no-check and the parity group of a command that writes a
+    precision variant of ``model`` and then checks it (``verb``: "converting", "quantising")."""
+    parser.add_argument("--force", action="store_true", help="overwrite an existing --output")
+    parser.add_argument("--checkpoint", default=None,
+                        help="checkpoint the model came from (without it, and without seeded "
+                             "weights, the check compares with the FP32 graph it came from)")
+    parser.add_argument("--no-check", action="store_true", help=f"skip the checks after {verb}")
+    add_parity_check(parser, default_steps=8)
+
+
+def check_variant(args: argparse.Namespace, variant: OnnxArtifact,
+                  checks: ParitySettings | None) -> int:
+    """Check ``variant``, just written from ``args.model``, against the reference it came from
+    (``checks`` None: no check, exit 0); print the report and return the exit code."""
+    from stae_deploy.verify.check_run import run_checks
+    from stae_deploy.verify.reference import reference_or_source
+
+    if checks is None:
+        return 0
+    reference = reference_or_source(args.model, args.checkpoint)
+    return print_check_report(run_checks(variant, checks, reference=reference), args.json)

@@ -7,8 +7,8 @@ import argparse
 import sys
 import time
 
-from stae_deploy.cli.args import add_parity_check, parity_settings
-from stae_deploy.cli.commands.check import print_check_report
+from stae_deploy.cli.args import parity_settings
+from stae_deploy.cli.commands.check import add_variant_check, check_variant
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,18 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="dtype of the graph's inputs and outputs, recurrent state included")
     parser.add_argument("--fp16-ops", nargs="+", default=list(DEFAULT_FP16_OP_TYPES),
                         metavar="OP_TYPE", help="op types computed in FP16 (all others FP32)")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing --output")
-    parser.add_argument("--checkpoint", default=None,
-                        help="checkpoint the model came from (without it, and without seeded "
-                             "weights, the check compares with the FP32 graph it came from)")
-    parser.add_argument("--no-check", action="store_true", help="skip the checks after converting")
-    add_parity_check(parser, default_steps=8)
+    add_variant_check(parser, "converting")
 
 
 def run(args: argparse.Namespace) -> int:
     from stae_deploy.calibration.fp16 import FP16Settings, convert_fp16
-    from stae_deploy.verify.check_run import run_checks
-    from stae_deploy.verify.reference import reference_or_source
 
     settings = FP16Settings(io_precision=args.io_precision, fp16_op_types=tuple(args.fp16_ops))
     checks = None if args.no_check else parity_settings(args)
@@ -42,7 +35,4 @@ def run(args: argparse.Namespace) -> int:
     size_mb = len(artifact.data) / 2 ** 20
     print(f"converted in {time.perf_counter() - start:.1f} s: {args.output} ({size_mb:.1f} MB)",
           file=sys.stderr)
-    if checks is None:
-        return 0
-    reference = reference_or_source(args.model, args.checkpoint)
-    return print_check_report(run_checks(artifact, checks, reference=reference), args.json)
+    return check_variant(args, artifact, checks)

@@ -12,8 +12,8 @@ import argparse
 import sys
 import time
 
-from stae_deploy.cli.args import add_parity_check, add_quant_policy, parity_settings, quant_policy
-from stae_deploy.cli.commands.check import print_check_report
+from stae_deploy.cli.args import add_quant_policy, parity_settings, quant_policy
+from stae_deploy.cli.commands.check import add_variant_check, check_variant
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,18 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-bias-correction", action="store_true",
                         help="keep the tool's biases (default: remove each INT8 conv's mean "
                              "output error, measured on the calibration data)")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing --output")
-    parser.add_argument("--checkpoint", default=None,
-                        help="checkpoint the model came from (without it, and without seeded "
-                             "weights, the check compares with the FP32 graph it came from)")
-    parser.add_argument("--no-check", action="store_true", help="skip the checks after quantising")
-    add_parity_check(parser, default_steps=8)
+    add_variant_check(parser, "quantising")
 
 
 def run(args: argparse.Namespace) -> int:
     from stae_deploy.calibration.quantize import quantize_model
-    from stae_deploy.verify.check_run import run_checks
-    from stae_deploy.verify.reference import reference_or_source
 
     policy = quant_policy(args)
     checks = None if args.no_check else parity_settings(args)
@@ -51,7 +44,4 @@ def run(args: argparse.Namespace) -> int:
     print(f"quantised for {args.target} with {notes['tool']} in {time.perf_counter() - start:.1f} s "
           f"({notes['excluded_nodes']} nodes kept FP32 by the policy {policy.to_json()}): "
           f"{args.output} ({len(artifact.data) / 2**20:.1f} MB)", file=sys.stderr)
-    if checks is None:
-        return 0
-    reference = reference_or_source(args.model, args.checkpoint)
-    return print_check_report(run_checks(artifact, checks, reference=reference), args.json)
+    return check_variant(args, artifact, checks)
