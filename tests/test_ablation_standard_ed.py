@@ -143,6 +143,7 @@ def carphone_64() -> np.ndarray:
 
 
 @pytest.mark.parametrize("graph", ["fast", "plain"])
+@pytest.mark.integration   # exports a model
 def test_export_parity_50_steps_and_runtime(graph, tmp_path, carphone_64):
     model = seeded_model(SHARED)
     path = tmp_path / f"shared_{graph}.onnx"

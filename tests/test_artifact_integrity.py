@@ -64,6 +64,7 @@ def test_a_truncated_file_is_refused_by_name(small_onnx_path, tmp_path):
         OnnxArtifact.open(truncated)
 
 
+@pytest.mark.integration   # exports a model
 def test_one_export_parses_the_onnx_file_once(tmp_path, monkeypatch, capsys):
     """torch's raw export is parsed once; the written artifact, its checks and its parity
     rollout reuse the bytes and the graph in memory."""

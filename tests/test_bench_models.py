@@ -64,6 +64,7 @@ def test_ratios_are_to_convlstm_at_the_same_frame_size():
     assert PAPER_TABLE2["e3d_lstm"] == (7843, 130)
 
 
+@pytest.mark.integration   # times every trained model
 def test_stae_bench_models_prints_table_2_for_this_machine(tmp_path, capsys):
     from stae_deploy.cli.main import main
 
@@ -130,6 +131,7 @@ def test_evals_on_different_held_out_frames_are_refused(tmp_path, monkeypatch):
         paired_psnr_vs_stae("convlstm")
 
 
+@pytest.mark.integration   # runs the benchmark script
 def test_models_quality_script_puts_the_committed_evals_side_by_side(tmp_path):
     script = [sys.executable, "-m", "stae_deploy.benchmarks.models_quality"]
     outputs = ["--json", str(tmp_path / "q.json"), "--markdown", str(tmp_path / "q.md"),

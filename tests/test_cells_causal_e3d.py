@@ -239,6 +239,7 @@ def test_fast_graph_formulation_is_the_reference_step(cell):
 
 
 @pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.integration   # exports a model
 def test_exported_cell_matches_the_reference_and_runs_in_the_runtime(cell, tmp_path):
     """Fast-graph export: all checks and 50 teacher-forced steps at the fp32 export tolerances,
     then the torch-free Predictor on real footage.

@@ -208,6 +208,7 @@ def carphone_64() -> np.ndarray:
 
 
 @pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.integration   # exports a model
 def test_export_parity_50_steps_and_runtime(cell, tmp_path, carphone_64):
     model = seeded_model(config_for(cell))
     path = tmp_path / f"{cell}.onnx"

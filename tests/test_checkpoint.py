@@ -8,6 +8,7 @@ from stae_deploy.stae_ref.checkpoint import load_checkpoint, save_checkpoint
 from stae_deploy.stae_ref.config import STAEConfig
 
 
+@pytest.mark.integration   # rollouts of two models
 def test_round_trip_gives_the_same_predictions(small_model, tmp_path):
     path = tmp_path / "small.pt"
     digest = save_checkpoint(small_model, path, metadata={"seed": 0})

@@ -17,6 +17,7 @@ def run_json(capsys, *argv):
     return json.loads(capsys.readouterr().out)
 
 
+@pytest.mark.integration   # traces the paper's model
 def test_info_json_at_512(capsys, default_model):
     report = run_json(capsys, "info", "--frame-size", "512", "--json")
     assert report["latent_shape"] == [64, 2, 16, 16]
@@ -30,6 +31,7 @@ def test_info_json_at_512(capsys, default_model):
     assert 20 < report["gflop_per_step"] < 30        # measured 25.1 (conv/matmul FLOPs)
 
 
+@pytest.mark.integration   # traces the paper's model
 def test_info_json_at_256_is_a_quarter_of_the_recurrent_cost(capsys):
     at_256 = run_json(capsys, "info", "--frame-size", "256", "--json")
     at_512 = run_json(capsys, "info", "--json")
@@ -83,6 +85,7 @@ def test_data_lists_the_cached_clips(capsys):
     assert paths["city"].endswith("cityCC0.mpg") and paths["motion"].endswith("motion.mov")
 
 
+@pytest.mark.integration   # runs the reference over a clip, writes a video
 def test_predict_writes_video_plot_and_per_step_psnr(capsys, tmp_path):
     assert main(["predict", "--clip", "carphone", "--frame-size", "64", "--max-frames", "6",
                  "--output-dir", str(tmp_path)]) == 0

@@ -27,6 +27,7 @@ def test_the_file_is_the_recorded_one():
 
 
 @torch.no_grad()
+@pytest.mark.integration   # evaluates the demo checkpoint on held-out footage
 def test_held_out_psnr_matches_the_recorded_figure():
     model, _ = load_checkpoint(DEMO / RECORD["file"])
     check = RECORD["check"]
@@ -41,6 +42,7 @@ def test_held_out_psnr_matches_the_recorded_figure():
     assert np.mean(copy_db) == pytest.approx(check["copy_last_psnr_db"], abs=0.01)
 
 
+@pytest.mark.integration   # a 1000-step rollout
 def test_a_long_stream_keeps_the_state_bounded_and_the_gain_flat():
     """300 steps of carphone forward and backward (the figures in eval.json are for 1000)."""
     from stae_deploy.stae_ref.evaluation import long_stream_stability

@@ -116,6 +116,7 @@ def test_export_refuses_to_overwrite(small_onnx, tmp_path):
     assert target.read_text() == "user's file"
 
 
+@pytest.mark.integration   # exports a model
 def test_dynamic_batch_runs_any_batch_like_the_reference(tmp_path):
     model = seeded_model(SMALL_CONFIG)
     path = tmp_path / "dyn.onnx"
@@ -132,6 +133,7 @@ def test_dynamic_batch_runs_any_batch_like_the_reference(tmp_path):
                                    err_msg=f"step {t + 1}")
 
 
+@pytest.mark.integration   # exports a model
 def test_checkpoint_provenance_is_enforced(tmp_path):
     model = seeded_model(SMALL_CONFIG, seed=5)
     checkpoint = tmp_path / "small.pt"
@@ -185,6 +187,7 @@ def test_lint_passes_the_exported_model(default_onnx_256):
     assert lint_for_tensorrt(load_model(default_onnx_256[0])) == []
 
 
+@pytest.mark.integration   # exports and checks a model
 def test_cli_export_then_check_json(tmp_path, capsys):
     from stae_deploy.cli.main import main
 

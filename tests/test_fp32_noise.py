@@ -70,6 +70,7 @@ def _check_json(path: Path, capsys, steps: int = 2) -> tuple[int, dict]:
     return code, json.loads(capsys.readouterr().out)
 
 
+@pytest.mark.integration   # exports and checks the demo model
 def test_demo_at_64_passes_and_a_scaled_conv_weight_fails(tmp_path, capsys):
     path = _export(tmp_path, 64)
     code, report = _check_json(path, capsys)
@@ -89,6 +90,7 @@ def test_demo_at_64_passes_and_a_scaled_conv_weight_fails(tmp_path, capsys):
     assert any("'next_hidden'" in failure for failure in report["failures"]), report["failures"]
 
 
+@pytest.mark.integration   # exports and checks the demo model
 def test_demo_at_256_passes_on_grounded_limits_and_a_scaled_conv_weight_fails(tmp_path, capsys):
     """The shipped 128x128 model exported at 256x256: onnxruntime's normalisation
     statistics put next_spatial_ring ~1.2e-4 from the reference, within 4x its FP32 noise.

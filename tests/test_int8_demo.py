@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BOUNDS = json.loads((ROOT / "calibration" / "demo_int8_bounds.json").read_text())
 DEMO_CHECKPOINT = ROOT / "stae_ref" / "checkpoints" / "demo" / "stae_demo.pt"
 
-pytestmark = pytest.mark.network
+pytestmark = [pytest.mark.network, pytest.mark.integration]  # quantizes, 1000-step drift
 
 
 def short_drift(workdir: Path, target: str) -> dict:

@@ -29,6 +29,7 @@ def _short_stream(name: str, clip: str) -> tuple[dict, dict]:
 
 
 @pytest.mark.parametrize("name", TRAINED)
+@pytest.mark.integration   # a 1000-step rollout per model
 def test_the_committed_long_stream_figures_are_reproduced(name):
     measured, recorded = _short_stream(name, "carphone")
     assert recorded["steps"] == 1000

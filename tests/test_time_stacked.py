@@ -71,6 +71,7 @@ def test_fast_formulation_computes_the_reference_step(name):
     assert_fast_graph_is_the_reference_step(CONFIGS[name], name)
 
 
+@pytest.mark.integration   # exports two models
 def test_fast_and_plain_exports_agree_and_keep_the_int8_node_groups(tmp_path, carphone_128):
     from stae_deploy.export.to_onnx import ExportSettings, export_onnx
     from stae_deploy.runtime.onnx_session import OnnxStepper

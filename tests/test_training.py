@@ -92,6 +92,7 @@ def test_training_config_round_trips():
     assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 
+@pytest.mark.integration   # trains
 def test_training_is_deterministic_and_resumes_exactly(tmp_path):
     straight = train(tiny_training(), tmp_path / "a", progress=False)
     assert train(tiny_training(), tmp_path / "b", progress=False, stop_after=2) is None
@@ -107,6 +108,7 @@ def test_training_is_deterministic_and_resumes_exactly(tmp_path):
     assert metadata["held_out"] == {"carphone": [96, 120]}
 
 
+@pytest.mark.integration   # trains
 def test_an_averaged_run_saves_the_moving_average_of_its_weights(tmp_path):
     config = tiny_training(ema_decay=0.5)
     final = train(config, tmp_path / "run", progress=False)
@@ -130,6 +132,7 @@ def test_the_moving_average_update():
     torch.testing.assert_close(averaged.weight, 0.75 * before + 0.25 * current.weight)
 
 
+@pytest.mark.integration   # trains
 def test_a_run_can_start_from_another_checkpoints_weights(tmp_path):
     from dataclasses import replace
 
@@ -149,6 +152,7 @@ def test_a_run_can_start_from_another_checkpoints_weights(tmp_path):
         train(wider, tmp_path / "third", progress=False)
 
 
+@pytest.mark.integration   # trains
 def test_a_finished_run_is_not_overwritten(tmp_path):
     train(tiny_training(iterations=2), tmp_path / "run", progress=False)
     with pytest.raises(CheckpointError, match="already holds a run; pass --resume"):
@@ -157,6 +161,7 @@ def test_a_finished_run_is_not_overwritten(tmp_path):
         train(tiny_training(iterations=3), tmp_path / "run", resume=True, progress=False)
 
 
+@pytest.mark.integration   # evaluates over held-out footage
 def test_untrained_residual_model_scores_exactly_copy_last(capsys, tmp_path):
     """A zero-initialised residual head *is* copy-last: the evaluation must say so."""
     model = seeded_model(TINY)
