@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PYRIGHT_VERSION := 1.1.414
 PYRIGHT := .tools/node_modules/.bin/pyright
 
-.PHONY: install test test-all typecheck demo int8 bench clean
+.PHONY: install test test-fast test-all typecheck demo int8 bench clean
 
 install: $(STAMP)
 
@@ -35,6 +35,11 @@ typecheck: install $(PYRIGHT)
 
 test: install typecheck
 	$(BIN)/python -m pytest -m "not slow"
+
+# The unit tier (under a minute on 2 cores): leaves out the slow tests and the integration ones
+# (those that export, train or roll out for long; tests/conftest.py and the marks say which).
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow and not integration"
 
 test-all: install typecheck
 	$(BIN)/python -m pytest

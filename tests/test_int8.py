@@ -261,6 +261,7 @@ def test_int8_graph_passes_the_static_checks_tensorrt_lint_included(small_int8):
     assert all(check.passed for check in report.checks), [c for c in report.checks if not c.passed]
 
 
+@pytest.mark.integration   # exports a model
 def test_quantize_checks_against_the_fp32_graph_when_the_checkpoint_is_not_given(
         tmp_path, capsys):
     """The README's `stae quantize stae.onnx --calib calib.npz -o stae.int8.onnx` on an export of
