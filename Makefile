@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PYRIGHT_VERSION := 1.1.414
 PYRIGHT := .tools/node_modules/.bin/pyright
 
-.PHONY: install test test-fast test-all typecheck demo int8 bench clean
+.PHONY: install test test-fast test-all typecheck typecheck-tree demo int8 bench clean
 
 install: $(STAMP)
 
@@ -30,7 +30,21 @@ $(STAMP): pyproject.toml Makefile
 $(PYRIGHT):
 	npm install --silent --prefix .tools pyright@$(PYRIGHT_VERSION)
 
-typecheck: install $(PYRIGHT)
+# pyright cannot follow setuptools' editable finder, which maps stae_deploy.runtime onto runtime/
+# and so on: it reads `stae_deploy` from a tree of symlinks laid out by pyproject.toml's
+# package-dir (pyrightconfig.json's extraPaths), made afresh each time.
+TYPECHECK_TREE := .tools/typecheck
+typecheck-tree: install
+	rm -rf $(TYPECHECK_TREE)
+	$(BIN)/python -c 'import os, tomllib; \
+	dirs = tomllib.load(open("pyproject.toml", "rb"))["tool"]["setuptools"]["package-dir"]; \
+	root = "$(TYPECHECK_TREE)/stae_deploy"; os.makedirs(root); \
+	[os.symlink(os.path.abspath(os.path.join(dirs["stae_deploy"], name)), os.path.join(root, name)) \
+	 for name in os.listdir(dirs["stae_deploy"])]; \
+	[os.symlink(os.path.abspath(folder), os.path.join(root, package.split(".", 1)[1])) \
+	 for package, folder in dirs.items() if package != "stae_deploy"]'
+
+typecheck: install $(PYRIGHT) typecheck-tree
 	$(PYRIGHT)
 
 test: install typecheck
@@ -38,7 +52,7 @@ test: install typecheck
 
 # The unit tier (under a minute on 2 cores): leaves out the slow tests and the integration ones
 # (those that export, train or roll out for long; tests/conftest.py and the marks say which).
-test-fast: install
+test-fast: install typecheck-tree
 	$(BIN)/python -m pytest -m "not slow and not integration"
 
 test-all: install typecheck
@@ -77,7 +91,7 @@ int8: install
 		out/stae_demo.fp16.onnx --steps 1000 --plot out/drift.png --force --json > out/drift.json
 	$(BIN)/stae sensitivity out/stae_demo.onnx --calib out/calib.npz --steps 100 \
 		-o out/sensitivity.md --force
-	$(BIN)/python benchmarks/int8_speed.py out/stae_demo.onnx out/stae_demo.int8_ort.onnx \
+	$(BIN)/python -m stae_deploy.benchmarks.int8_speed out/stae_demo.onnx out/stae_demo.int8_ort.onnx \
 		out/stae_demo.int8.onnx out/stae_demo.fp16.onnx --steps 80 | tee out/int8_speed.jsonl
 	@echo "INT8 outputs are in $(CURDIR)/out/: drift.json, drift.png, sensitivity.md, int8_speed.jsonl"
 

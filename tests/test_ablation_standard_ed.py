@@ -147,7 +147,7 @@ def carphone_64() -> np.ndarray:
 def test_export_parity_50_steps_and_runtime(graph, tmp_path, carphone_64):
     model = seeded_model(SHARED)
     path = tmp_path / f"shared_{graph}.onnx"
-    metadata = export_onnx(model, path, random_provenance(model), ExportSettings(graph=graph))
+    metadata = export_onnx(model, path, random_provenance(model), ExportSettings(graph=graph)).metadata
     assert metadata.notes["graph"] == graph
     assert metadata.config["encoder_decoder"] == "shared"
     # The one encoder and decoder land in the INT8 node groups like OE and OD do.

@@ -250,7 +250,7 @@ def test_exported_cell_matches_the_reference_and_runs_in_the_runtime(cell, tmp_p
     falls below the 60 dB bound within 50 steps), so no FP32 graph could meet it there."""
     model = seeded_model(config_for(cell, layers=2))
     path = tmp_path / f"{cell}.onnx"
-    metadata = export_onnx(model, path, random_provenance(model), ExportSettings(graph="fast"))
+    metadata = export_onnx(model, path, random_provenance(model), ExportSettings(graph="fast")).metadata
     assert metadata.notes["graph"] == "fast"
     assert_export_passes_and_runs(model, path, load_clip("carphone", (64, 64), max_frames=50),
                                   horizon=1)

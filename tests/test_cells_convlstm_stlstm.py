@@ -212,6 +212,6 @@ def carphone_64() -> np.ndarray:
 def test_export_parity_50_steps_and_runtime(cell, tmp_path, carphone_64):
     model = seeded_model(config_for(cell))
     path = tmp_path / f"{cell}.onnx"
-    metadata = export_onnx(model, path, random_provenance(model))      # fast graph (default)
+    metadata = export_onnx(model, path, random_provenance(model)).metadata   # fast graph (default)
     assert metadata.notes["graph"] == "fast" and metadata.config["cell"] == cell
     assert_export_passes_and_runs(model, path, forward_backward(carphone_64, 50))

@@ -120,7 +120,7 @@ def test_export_refuses_to_overwrite(small_onnx, tmp_path):
 def test_dynamic_batch_runs_any_batch_like_the_reference(tmp_path):
     model = seeded_model(SMALL_CONFIG)
     path = tmp_path / "dyn.onnx"
-    metadata = export_onnx(model, path, random_provenance(model), ExportSettings(dynamic_batch=True))
+    metadata = export_onnx(model, path, random_provenance(model), ExportSettings(dynamic_batch=True)).metadata
     assert {t.shape[0] for t in (*metadata.spec.inputs, *metadata.spec.outputs)} == {"batch"}
     stepper = OnnxStepper(path)
     frames = torch.rand(3, 3, 3, 64, 64)                      # (T, B, 3, H, W)

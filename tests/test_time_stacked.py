@@ -80,7 +80,7 @@ def test_fast_and_plain_exports_agree_and_keep_the_int8_node_groups(tmp_path, ca
     paths = {}
     for graph in ("plain", "fast"):
         paths[graph] = tmp_path / f"{graph}.onnx"
-        metadata = export_onnx(model, paths[graph], random_provenance(model), ExportSettings(graph=graph))
+        metadata = export_onnx(model, paths[graph], random_provenance(model), ExportSettings(graph=graph)).metadata
         assert metadata.notes["graph"] == graph
     fast_metadata = OnnxStepper(paths["fast"]).metadata
     assert fast_metadata.notes["graph_rewrites"]["decompose_softmax"] == 2 * SMALL_CONFIG.layers
