@@ -252,8 +252,8 @@ class _StreamLoop:
         if self.nonfinite_warned_at is None \
                 or now - self.nonfinite_warned_at >= NONFINITE_WARNING_INTERVAL_S:
             self.nonfinite_warned_at = now
-            log(f"warning: stream {self.index}: {error} ({self.summary.nonfinite_resets} so far; "
-                f"warning at most every {NONFINITE_WARNING_INTERVAL_S:.0f} s)")
+            log(f"warning: stream {self.index}: {error} (this warning: at most every "
+                f"{NONFINITE_WARNING_INTERVAL_S:.0f} s)")
 
     def close(self, completed: bool) -> None:
         """Give the outputs their final names (``completed``), or keep them partial."""
