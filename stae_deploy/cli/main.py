@@ -12,35 +12,33 @@ import sys
 
 from stae_deploy.runtime.errors import exit_code_of
 
-# name -> (module, one-line help)
+# name -> (module in stae_deploy/cli/commands/, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "info": ("stae_deploy.cli.commands.info",
-             "config, derived sizes, parameters, GFLOP per step and the state protocol"),
-    "data": ("stae_deploy.cli.commands.data", "fetch, verify and list the real footage clips"),
-    "predict": ("stae_deploy.cli.commands.predict",
+    "info": ("info", "config, derived sizes, parameters, GFLOP per step and the state protocol"),
+    "data": ("data", "fetch, verify and list the real footage clips"),
+    "predict": ("predict",
                 "run the PyTorch reference over a clip: side-by-side video and PSNR plot"),
-    "train": ("stae_deploy.cli.commands.train", "train a model on the real footage (resumable, seeded)"),
-    "eval": ("stae_deploy.cli.commands.evaluate",
-             "held-out next-frame PSNR/SSIM of a checkpoint vs copy-last-frame"),
-    "export": ("stae_deploy.cli.commands.export", "export one time step to ONNX with explicit state, then check it"),
-    "check": ("stae_deploy.cli.commands.check",
+    "train": ("train", "train a model on the real footage (resumable, seeded)"),
+    "eval": ("evaluate", "held-out next-frame PSNR/SSIM of a checkpoint vs copy-last-frame"),
+    "export": ("export", "export one time step to ONNX with explicit state, then check it"),
+    "check": ("check",
               "check an ONNX model: checker, shapes, TensorRT lint, protocol, parity rollout"),
-    "fp16": ("stae_deploy.cli.commands.fp16", "FP16 variant of an exported model (ModelOpt AutoCast), checked"),
-    "calibrate": ("stae_deploy.cli.commands.calibrate",
+    "fp16": ("fp16", "FP16 variant of an exported model (ModelOpt AutoCast), checked"),
+    "calibrate": ("calibrate",
                   "record INT8 calibration inputs (frame + state) along real FP32 rollouts"),
-    "quantize": ("stae_deploy.cli.commands.quantize",
+    "quantize": ("quantize",
                  "INT8 Q/DQ graph (ModelOpt for TensorRT, or onnxruntime) from a calibration file"),
-    "drift": ("stae_deploy.cli.commands.drift",
-              "step-after-step drift of INT8/FP16 variants vs FP32 on held-out footage"),
-    "sensitivity": ("stae_deploy.cli.commands.sensitivity",
+    "drift": ("drift", "step-after-step drift of INT8/FP16 variants vs FP32 on held-out footage"),
+    "sensitivity": ("sensitivity",
                     "INT8 cost of each node group, one at a time (justifies the exclusions)"),
-    "build": ("stae_deploy.cli.commands.build", "TensorRT engine (strongly typed) + sidecar from an ONNX"),
-    "triton": ("stae_deploy.cli.commands.triton", "NVIDIA Triton model repository (sequence batcher, implicit "
-                                "state) from a dynamic-batch ONNX or its engine"),
-    "bench": ("stae_deploy.cli.commands.bench", "per-step latency, GFLOP/s and peak memory of every backend, "
-                              "interleaved in one run"),
-    "run": ("stae_deploy.cli.commands.run", "predict the next frames of a camera, stream or video file"),
-    "report": ("stae_deploy.cli.commands.report", "PSNR plot and summary from `stae run` + `stae predict`"),
+    "build": ("build", "TensorRT engine (strongly typed) + sidecar from an ONNX"),
+    "triton": ("triton",
+               "NVIDIA Triton model repository (sequence batcher, implicit state) from a dynamic-"
+               "batch ONNX or its engine"),
+    "bench": ("bench",
+              "per-step latency, GFLOP/s and peak memory of every backend, interleaved in one run"),
+    "run": ("run", "predict the next frames of a camera, stream or video file"),
+    "report": ("report", "PSNR plot and summary from `stae run` + `stae predict`"),
 }
 
 
@@ -51,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         _top_level_parser().parse_args(argv or ["--help"])
         return 2
     name, rest = argv[0], argv[1:]
-    module = importlib.import_module(COMMANDS[name][0])
+    module = importlib.import_module(f"{__package__}.commands.{COMMANDS[name][0]}")
     parser = argparse.ArgumentParser(prog=f"stae {name}", description=COMMANDS[name][1],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     module.add_arguments(parser)
