@@ -15,7 +15,7 @@ from stae_deploy.runtime.errors import ConfigError
 from stae_deploy.runtime.plots import save_line_plot
 from stae_deploy.stae_ref.checkpoint import load_checkpoint
 from stae_deploy.stae_ref.evaluation import evaluate, long_stream_stability
-from stae_deploy.stae_ref.footage import CLIPS, forward_backward
+from stae_deploy.stae_ref.footage import clip_names, forward_backward
 from stae_deploy.stae_ref.train import TrainConfig
 from stae_deploy.stae_ref.training_data import DEFAULT_HOLDOUT_FRACTION, split_clips
 
@@ -35,11 +35,7 @@ class CheckpointEvalConfig:
 
     def __post_init__(self) -> None:
         if self.clips is not None:
-            object.__setattr__(self, "clips", tuple(self.clips))
-            unknown = [name for name in self.clips if name not in CLIPS]
-            if not self.clips or unknown:
-                raise ConfigError(f"clips: expected some of {sorted(CLIPS)}, got "
-                                  f"{list(self.clips)}")
+            object.__setattr__(self, "clips", clip_names(self.clips))
         for name in ("horizons", "long_stream_steps"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: expected >= 0, got {getattr(self, name)}")

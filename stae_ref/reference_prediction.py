@@ -21,7 +21,7 @@ from stae_deploy.runtime.frames import model_frame_to_bgr
 from stae_deploy.runtime.media import VideoFileWriter, side_by_side
 from stae_deploy.runtime.metrics import psnr_db
 from stae_deploy.runtime.plots import save_line_plot
-from stae_deploy.stae_ref.footage import CLIPS, DEFAULT_CLIP, load_clip
+from stae_deploy.stae_ref.footage import DEFAULT_CLIP, clip_names, load_clip
 from stae_deploy.stae_ref.model_source import ModelSource, load_model
 
 OUTPUT_NAMES = ("reference_side_by_side.mp4", "reference_psnr.png", "reference_psnr.json")
@@ -43,8 +43,7 @@ class ReferencePredictionConfig:
     force: bool = False
 
     def __post_init__(self) -> None:
-        if self.clip not in CLIPS:
-            raise ConfigError(f"clip: unknown clip {self.clip!r}; known clips: {sorted(CLIPS)}")
+        clip_names([self.clip], field="clip")
         if self.max_frames is not None and self.max_frames < 2:
             raise ConfigError(f"max_frames: expected >= 2 (one step needs two frames), got "
                               f"{self.max_frames}")
