@@ -17,8 +17,8 @@ mkdir -p "$out"
 city=$("$bin/stae" data city --json | "$bin/python" -c 'import json,sys; print(json.load(sys.stdin)["city"])')
 for config in stae_ref/models/*.json; do
   name=$(basename "$config" .json)
-  read -r -a source < <("$bin/python" -c "from stae_deploy.benchmarks.bench_models import model_arguments
-source = model_arguments('$name', seed=0)
+  read -r -a source < <("$bin/python" -c "from stae_deploy.benchmarks.bench_models import model_source
+source = model_source('$name', seed=0)
 print(f'--checkpoint {source.checkpoint}' if source.checkpoint else f'--config {source.config}')")
   echo "== $name" >&2
   "$bin/stae" export "${source[@]}" -o "$out/$name.onnx" --force --quiet >&2
