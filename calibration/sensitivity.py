@@ -24,7 +24,7 @@ from stae_deploy.calibration.node_groups import group_nodes
 from stae_deploy.calibration.policy import ALL_OP_TYPES, DEFAULT_POLICY, QuantPolicy
 from stae_deploy.calibration.quantize import quantize_model
 from stae_deploy.calibration.targets import DEFAULT_TARGET, target_named
-from stae_deploy.export.onnx_graph import load_model, open_graph
+from stae_deploy.export.onnx_graph import open_graph
 from stae_deploy.runtime.errors import ConfigError
 from stae_deploy.stae_ref.footage import CLIPS, clip_names
 
@@ -61,8 +61,9 @@ def sweep_policies(model: onnx.ModelProto) -> dict[str, QuantPolicy]:
     return policies
 
 
-def quantized_node_count(path: Path) -> int:
-    return sum(node.op_type == "QuantizeLinear" for node in load_model(path).graph.node)
+def quantized_node_count(model: onnx.ModelProto) -> int:
+    """How many QuantizeLinear nodes ``model`` has (0: the tool quantised nothing)."""
+    return sum(node.op_type == "QuantizeLinear" for node in model.graph.node)
 
 
 def sensitivity_sweep(model_path: str | Path, calib_path: str | Path,
@@ -76,8 +77,8 @@ def sensitivity_sweep(model_path: str | Path, calib_path: str | Path,
         for index, (label, policy) in enumerate(policies.items(), start=1):
             print(f"[{index}/{len(policies)}] {label}", file=sys.stderr)
             path = Path(scratch) / f"variant{index}.onnx"
-            quantize_model(model_path, calib_path, path, settings.target, policy)
-            count = quantized_node_count(path)
+            variant = quantize_model(model_path, calib_path, path, settings.target, policy)
+            count = quantized_node_count(variant.model_proto)
             row: dict[str, Any] = {"variant": label, "policy": policy.to_dict(),
                                    "quantize_nodes": count}
             if count:
