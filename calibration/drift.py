@@ -36,7 +36,7 @@ from tqdm import tqdm
 from stae_deploy.runtime.errors import ConfigError, SpecMismatchError
 from stae_deploy.runtime.metrics import linear_slope, psnr_db
 from stae_deploy.runtime.onnx_session import OnnxStepper
-from stae_deploy.stae_ref.footage import CLIPS, clip_names, forward_backward
+from stae_deploy.stae_ref.footage import CORE_CLIPS, clip_names, forward_backward
 from stae_deploy.stae_ref.training_data import DEFAULT_HOLDOUT_FRACTION, split_clips
 
 PSNR_CAP_DB = 120.0
@@ -52,7 +52,7 @@ class DriftSettings:
     onnxruntime intra-op threads (None: its default)."""
 
     steps: int = 1000
-    clips: tuple[str, ...] = tuple(sorted(CLIPS))
+    clips: tuple[str, ...] = CORE_CLIPS
     threads: int | None = None
 
     def __post_init__(self) -> None:

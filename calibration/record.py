@@ -22,7 +22,7 @@ from stae_deploy.calibration.calib_data import CalibrationInfo, TensorRange, sav
 from stae_deploy.runtime.errors import ConfigError
 from stae_deploy.runtime.files import refuse_overwrite, sha256_file
 from stae_deploy.runtime.onnx_session import OnnxStepper
-from stae_deploy.stae_ref.footage import CLIPS, clip_source, forward_backward, read_frames
+from stae_deploy.stae_ref.footage import CORE_CLIPS, clip_source, forward_backward, read_frames
 from stae_deploy.stae_ref.training_data import DEFAULT_HOLDOUT_FRACTION, split_clips
 
 
@@ -32,7 +32,7 @@ class CalibrationSettings:
     and the user's ``videos``, each for ``steps_per_source`` steps (forward, then backward); after
     ``warmup`` steps, every ``every``-th step's inputs are kept."""
 
-    clips: tuple[str, ...] = tuple(sorted(CLIPS))
+    clips: tuple[str, ...] = CORE_CLIPS
     videos: tuple[str, ...] = ()
     steps_per_source: int = 240
     warmup: int = 0

@@ -26,7 +26,7 @@ from stae_deploy.calibration.quantize import quantize_model
 from stae_deploy.calibration.targets import DEFAULT_TARGET, target_named
 from stae_deploy.export.onnx_graph import open_graph
 from stae_deploy.runtime.errors import ConfigError
-from stae_deploy.stae_ref.footage import CLIPS, clip_names
+from stae_deploy.stae_ref.footage import CORE_CLIPS, clip_names
 
 COLUMNS = ("psnr_vs_fp32_db_mean", "err_over_delta_mean", "truth_gap_db",
            "buildup_slope_db_per_100_steps")
@@ -40,7 +40,7 @@ class SensitivitySettings:
 
     target: str = DEFAULT_TARGET
     steps: int = 60
-    clips: tuple[str, ...] = tuple(sorted(CLIPS))
+    clips: tuple[str, ...] = CORE_CLIPS
 
     def __post_init__(self) -> None:
         target_named(self.target)               # raises ConfigError naming an unknown target

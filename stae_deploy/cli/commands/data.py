@@ -4,13 +4,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from stae_deploy.stae_ref.footage import CLIPS, cache_dir, fetch
+from stae_deploy.stae_ref.footage import CLIPS, CORE_CLIPS, cache_dir, fetch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The clips, the cache folder and --json."""
-    parser.add_argument("clips", nargs="*", default=sorted(CLIPS),
-                        help=f"clips to fetch (known: {', '.join(sorted(CLIPS))})")
+    parser.add_argument("clips", nargs="*", default=list(CORE_CLIPS),
+                        help=f"clips to fetch (default: {' '.join(CORE_CLIPS)}; known: "
+                             f"{', '.join(sorted(CLIPS))}; 'all' fetches every one)")
     parser.add_argument("--cache-dir", default=None,
                         help="where clips are cached (default: $STAE_DATA_DIR or "
                              "~/.cache/stae-deploy/footage)")
@@ -19,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Fetch (or find cached and verified) each clip; list them, or print {name: path} JSON."""
-    paths = {name: str(fetch(name, args.cache_dir)) for name in args.clips}
+    names = sorted(CLIPS) if args.clips == ["all"] else args.clips
+    paths = {name: str(fetch(name, args.cache_dir)) for name in names}
     if args.json:
         print(json.dumps(paths, indent=2))
         return 0
@@ -27,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     for name, path in paths.items():
         clip = CLIPS[name]
         start, stop = clip.usable_frames
-        print(f"  {name:<10} {path}\n             {clip.description}; frames {start}..{stop - 1} "
-              f"usable; {clip.license}; from {clip.package}=={clip.version}")
+        role = "; evaluation only (never trained on)" if clip.evaluation_only else ""
+        print(f"  {name:<12} {path}\n             {clip.description}; frames {start}..{stop - 1} "
+              f"usable{role}; {clip.license}; from {clip.registry} {clip.package}=={clip.version}")
     return 0
