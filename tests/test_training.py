@@ -13,7 +13,7 @@ from stae_deploy.stae_ref.checkpoint import load_checkpoint, save_checkpoint
 from stae_deploy.stae_ref.config import STAEConfig
 from stae_deploy.stae_ref.evaluation import evaluate
 from stae_deploy.stae_ref.train import TrainConfig, train, training_loss, update_average
-from stae_deploy.stae_ref.training_data import ClipSplit, SequenceSampler, split_clips
+from stae_deploy.stae_ref.training_data import SequenceSampler, Shots, split_clips
 
 from conftest import seeded_model
 
@@ -27,31 +27,48 @@ def tiny_training(**overrides) -> TrainConfig:
     return TrainConfig(**{**values, **overrides})
 
 
-def test_held_out_frames_are_never_sampled():
-    frames = np.broadcast_to(np.arange(40, dtype=np.float32)[:, None, None, None],
-                             (40, 3, 32, 32)).copy()                 # frame t holds the value t
-    sampler = SequenceSampler([ClipSplit("marked", frames, holdout_start=30)], steps=5, crop=16)
+def marked_frames(count: int, size: int = 32) -> np.ndarray:
+    """uint8 (count, size, size, 3) frames; frame t holds the value t everywhere."""
+    return np.broadcast_to(np.arange(count, dtype=np.uint8)[:, None, None, None],
+                           (count, size, size, 3)).copy()
+
+
+def sampled_frame_values(sampler: SequenceSampler, draws: int = 200) -> np.ndarray:
+    """The frame index of every sampled frame, (draws * B, S + 1)."""
     rng = np.random.default_rng(0)
-    seen = np.concatenate([sampler.sample(rng, 8).ravel() for _ in range(200)])
+    return np.concatenate([np.rint(sampler.sample(rng, 8)[:, :, 0, 0, 0] * 255)
+                           for _ in range(draws)]).astype(int)
+
+
+def test_held_out_frames_are_never_sampled():
+    sampler = SequenceSampler([Shots("marked", marked_frames(40), ((0, 30),))], steps=5, crop=16)
+    seen = sampled_frame_values(sampler)
     assert seen.max() == 29 and seen.min() == 0                      # reaches both ends, not past
 
 
+def test_no_training_sequence_straddles_a_cut():
+    shots = Shots("cut", marked_frames(60), ((0, 20), (20, 45)))     # a cut at frame 20
+    seen = sampled_frame_values(SequenceSampler([shots], steps=5, crop=16))
+    in_first = seen.max(axis=1) < 20
+    assert in_first.any() and (~in_first).any(), "both shots are sampled"
+    assert (seen[~in_first].min(axis=1) >= 20).all(), "a sequence crossed the cut at frame 20"
+    assert seen.max() == 44
+
+
 def test_paused_sequences_repeat_one_frame_from_a_random_step_on():
-    frames = np.broadcast_to(np.arange(40, dtype=np.float32)[:, None, None, None],
-                             (40, 3, 32, 32)).copy()
-    splits = [ClipSplit("marked", frames, holdout_start=30)]
+    shots = [Shots("marked", marked_frames(40), ((0, 30),))]
     rng = np.random.default_rng(0)
-    moving = SequenceSampler(splits, steps=6, crop=16).sample(rng, 64)[:, :, 0, 0, 0]   # (B, 7)
+    moving = np.rint(SequenceSampler(shots, steps=6, crop=16).sample(rng, 64)[:, :, 0, 0, 0] * 255)
     assert (np.abs(np.diff(moving, axis=1)) == 1).all(), "no pause without pause_probability"
-    paused = SequenceSampler(splits, steps=6, crop=16, pause_probability=1.0).sample(rng, 64)
-    values = paused[:, :, 0, 0, 0]
+    paused = SequenceSampler(shots, steps=6, crop=16, pause_probability=1.0).sample(rng, 64)
+    values = np.rint(paused[:, :, 0, 0, 0] * 255)
     pause_starts = [int(np.argmax(np.diff(v) == 0)) + 1 for v in values]
     for v, start in zip(values, pause_starts):
         assert 2 <= start <= 6 and (v[start:] == v[start - 1]).all(), v
         assert (np.abs(np.diff(v[:start])) == 1).all(), f"moves until the pause: {v}"
     assert set(pause_starts) == {2, 3, 4, 5, 6}
     with pytest.raises(ConfigError, match="pause_probability: expected in"):
-        SequenceSampler(splits, steps=6, crop=16, pause_probability=1.5)
+        SequenceSampler(shots, steps=6, crop=16, pause_probability=1.5)
 
 
 def test_split_matches_the_clip_lengths():
