@@ -244,18 +244,10 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False,
         for group in optimizer.param_groups:
             group["lr"] = config.lr_at(iteration, elapsed_s)
         clips = torch.from_numpy(sampler.sample(rng, config.batch)).to(target)  # (B, S+1, 3, c, c)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda):
-            steps = rollout(clips[:, :-1], horizon=1)
-            predictions = torch.cat([steps.warmup_predictions, steps.forecast], dim=1)
-            loss = training_loss(config.loss, predictions.float(), clips[:, 1:])
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
+        loss_window.append(training_step(model, optimizer, clips, config, rollout, on_cuda))
         if averaged is not None:
             update_average(averaged, model, config.ema_decay)
         iteration += 1
-        loss_window.append(loss.item())
         elapsed_s += time.perf_counter() - started
         bar.update(1)
         if iteration % config.val_every == 0 or iteration == session_end or finished():
@@ -285,6 +277,24 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False,
                      for v in videos},
         "trained_on": [v.provenance() for v in videos], "log": history})
     return final
+
+
+def training_step(model: STAE, optimizer: torch.optim.Optimizer, clips: torch.Tensor,
+                  config: TrainConfig, rollout: Callable[..., Any] | None = None,
+                  bf16: bool = False) -> float:
+    """One optimiser step on ``clips`` (B, S+1, 3, c, c): predict frames 1..S teacher-forced from
+    frames 0..S-1, the loss, clipped gradients. ``rollout``: the model's (or a compiled) rollout;
+    ``bf16``: CUDA bf16 autocast. Returns the loss."""
+    rollout = rollout or model.rollout
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+        steps = rollout(clips[:, :-1], horizon=1)
+        predictions = torch.cat([steps.warmup_predictions, steps.forecast], dim=1)
+        loss = training_loss(config.loss, predictions.float(), clips[:, 1:])
+    optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    optimizer.step()
+    return loss.item()
 
 
 def _synthetic_motion(config: TrainConfig) -> Any:
