@@ -309,6 +309,11 @@ def forward_backward(frames: np.ndarray, count: int) -> np.ndarray:
     """
     if len(frames) < 2:
         raise FootageError(f"forward_backward: need at least 2 frames, got {len(frames)}")
-    period = 2 * (len(frames) - 1)
-    indices = [i % period for i in range(count)]
-    return frames[[i if i < len(frames) else period - i for i in indices]]
+    return frames[[forward_backward_index(i, len(frames)) for i in range(count)]]
+
+
+def forward_backward_index(step: int, length: int) -> int:
+    """The frame that step ``step`` of a forward-backward playback of ``length`` frames shows."""
+    period = 2 * (length - 1)
+    position = step % period
+    return position if position < length else period - position
