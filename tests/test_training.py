@@ -8,6 +8,7 @@ import torch
 
 from stae_deploy.runtime.errors import CheckpointError, ConfigError
 from stae_deploy.runtime.files import sha256_file
+from stae_deploy.stae_ref.footage import CLIPS
 from stae_deploy.runtime.metrics import psnr_db, ssim
 from stae_deploy.stae_ref.checkpoint import load_checkpoint, save_checkpoint
 from stae_deploy.stae_ref.config import STAEConfig
@@ -222,3 +223,26 @@ def test_long_stream_report_per_window():
     windows = report["state_max_abs_per_window"]
     assert report["state_max_later_over_200_300"] == pytest.approx(windows[2] / windows[2], abs=1e-4)
     assert report["gain_slope_db_per_100_steps"] == 0.0
+
+
+@pytest.mark.integration   # trains
+def test_a_run_mixes_synthetic_motion_and_records_what_it_trained_on(tmp_path):
+    config = tiny_training(iterations=2, synthetic_fraction=0.5)
+    final = train(config, tmp_path / "run", progress=False)
+    _, metadata = load_checkpoint(final)
+    [record] = metadata["trained_on"]
+    assert record["name"] == "carphone" and record["sha256"] == CLIPS["carphone"].sha256
+    assert record["held_out"] == [96, 120] and record["train_ranges"] == [[0, 96]]
+    assert metadata["train_config"]["synthetic_fraction"] == 0.5
+    assert (tmp_path / "run" / "training.png").stat().st_size > 0
+
+
+def test_a_time_budget_drives_the_schedule_and_ends_the_run():
+    config = tiny_training(iterations=1000, minutes=1.0)
+    assert config.progress(10, elapsed_s=30.0) == 0.5           # time is further along
+    assert config.progress(900, elapsed_s=6.0) == 0.9           # iterations are
+    assert config.lr_at(0, 60.0) == pytest.approx(config.lr_min)
+    with pytest.raises(ConfigError, match="minutes: expected None or > 0"):
+        tiny_training(minutes=0)
+    with pytest.raises(ConfigError, match="clips/videos: nothing to train on"):
+        tiny_training(clips=())
