@@ -9,6 +9,10 @@ latency (ms), the PSNR of the previous step's prediction against the frame that 
 of copy-last-frame, the baseline), and it counts dropped frames, state resets and NaN/Inf events.
 Each stream's video shows, per frame, actual | predicted (made one step earlier) | error
 heat-map. A source that fails for good ends its own stream; the others go on.
+
+A frame that repeats its stream's previous one is, by default, not a model step
+(``stae_deploy.runtime.repeated_frames``): the state holds, and the stream emits the frame itself
+or its pending prediction, by its cadence; ``repeated_frames="step"`` feeds every frame.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ from stae_deploy.runtime.frames import bgr_to_model_frame, model_frame_to_bgr
 from stae_deploy.runtime.media import VideoFileWriter, side_by_side
 from stae_deploy.runtime.metrics import psnr_db
 from stae_deploy.runtime.predictor import Predictor, Stream
+from stae_deploy.runtime.repeated_frames import REPEAT_MEAN_ABS_DIFF, REPEAT_MODES, FrameCadence
 from stae_deploy.runtime.sources import FrameEvent, FrameGrabber
 
 HEATMAP_GAIN = 4.0   # |error| in [0, 1] x gain -> colour map
@@ -45,7 +50,10 @@ class RunOptions:
     waits for the other sources once one has a frame. frame_timeout_s: a source with no frame
     for this long has failed. max_consecutive_nonfinite: a stream whose model gives NaN/Inf on
     this many steps in a row, each from a freshly reset state, stops the run with
-    :class:`BrokenModelError` (the model is broken, not unlucky)."""
+    :class:`BrokenModelError` (the model is broken, not unlucky). repeated_frames: "hold" (a
+    frame that repeats the previous one is not a model step; see
+    ``stae_deploy.runtime.repeated_frames``) or "step" (every frame is). repeat_threshold: mean
+    absolute difference (frames in [0, 1]) up to which a frame counts as repeated."""
 
     horizon: int = 1
     max_frames: int | None = None
@@ -56,8 +64,15 @@ class RunOptions:
     batch_timeout_ms: float = 10.0
     frame_timeout_s: float = 30.0
     max_consecutive_nonfinite: int = 3
+    repeated_frames: str = "hold"
+    repeat_threshold: float = REPEAT_MEAN_ABS_DIFF
 
     def __post_init__(self) -> None:
+        if self.repeated_frames not in REPEAT_MODES:
+            raise ConfigError(f"repeated_frames: expected one of {REPEAT_MODES}, got "
+                              f"{self.repeated_frames!r}")
+        if not 0.0 <= self.repeat_threshold < 1.0:
+            raise ConfigError(f"repeat_threshold: expected in [0, 1), got {self.repeat_threshold}")
         if self.max_consecutive_nonfinite < 1:
             raise ConfigError(f"max_consecutive_nonfinite: expected >= 1, got "
                               f"{self.max_consecutive_nonfinite}")
@@ -84,6 +99,7 @@ class RunSummary:
     dropped_frames: int = 0
     resets: int = 0
     nonfinite_resets: int = 0
+    repeated_frames: int = 0
     infer_ms: list[float] = field(default_factory=list)
     latency_ms: list[float] = field(default_factory=list)
     psnr_db: list[float] = field(default_factory=list)
@@ -97,6 +113,7 @@ class RunSummary:
 
         return {"steps": self.steps, "dropped_frames": self.dropped_frames,
                 "resets": self.resets, "nonfinite_resets": self.nonfinite_resets,
+                "repeated_frames": self.repeated_frames,
                 "infer_ms_median": median(self.infer_ms),
                 "capture_to_prediction_ms_median": median(self.latency_ms),
                 "capture_to_prediction_ms_max": round(max(self.latency_ms), 2)
@@ -168,6 +185,8 @@ class _StreamLoop:
         self.last_frame_at = time.perf_counter()
         self.consecutive_nonfinite = 0
         self.nonfinite_warned_at: float | None = None
+        self.cadence = FrameCadence(options.repeated_frames, options.repeat_threshold)
+        self.pending: np.ndarray | None = None      # the model's latest forecast (K, 3, H, W)
         self.video = VideoFileWriter(outputs.video, options.output_fps) if outputs.video else None
         self.metrics = JsonLinesWriter(outputs.metrics) if outputs.metrics else None
 
@@ -190,16 +209,31 @@ class _StreamLoop:
             self.last_frame_at = now
             if event.reset:
                 self.stream.reset()
+                self.cadence.reset()
                 self.summary.resets += 1
-                self.previous_prediction = self.previous_frame = None
+                self.previous_prediction = self.previous_frame = self.pending = None
         return event
+
+    def emit(self, frame: np.ndarray, stepped: np.ndarray | NonFiniteStateError | None
+             ) -> np.ndarray | NonFiniteStateError:
+        """What the stream outputs after ``frame``: ``stepped`` is the model's forecast for it,
+        or None when the frame repeated and was not a step (see :class:`FrameCadence`)."""
+        if isinstance(stepped, NonFiniteStateError):
+            self.pending = None
+            return stepped
+        if stepped is not None:
+            self.pending = stepped
+        if self.pending is None:                      # a repeat before any step: copy it
+            return np.broadcast_to(frame, (self.options.horizon, *frame.shape))
+        return self.cadence.emitted(frame, self.pending)
 
     def record(self, event: FrameEvent, frame: np.ndarray,
                result: np.ndarray | NonFiniteStateError, times: tuple[float, float, float],
-               log: Callable[[str], None]) -> dict[str, Any]:
+               log: Callable[[str], None], repeated: bool = False) -> dict[str, Any]:
         """Score the previous prediction against ``frame``, write the sinks, update the summary."""
         t0, t1, t2 = times
         summary, options = self.summary, self.options
+        summary.repeated_frames += repeated
         nonfinite = isinstance(result, NonFiniteStateError)
         if nonfinite:
             summary.nonfinite_resets += 1
@@ -207,7 +241,8 @@ class _StreamLoop:
         else:
             self.consecutive_nonfinite = 0
         record: dict[str, Any] = {"step": summary.steps + 1, "source_frame": event.index,
-                                  "reset": event.reset, "nonfinite": nonfinite}
+                                  "reset": event.reset, "nonfinite": nonfinite,
+                                  "repeated": repeated}
         if self.previous_prediction is not None and self.previous_frame is not None:
             summary.psnr_db.append(psnr_db(np.clip(self.previous_prediction, 0, 1), frame))
             summary.copy_last_psnr_db.append(psnr_db(self.previous_frame, frame))
@@ -282,14 +317,22 @@ def run_streams(predictor: Predictor, grabbers: Sequence[FrameGrabber], options:
                 break
             t0 = time.perf_counter()
             frames = [bgr_to_model_frame(event.frame, predictor.frame_hw) for _, event in batch]
+            repeated = [loop.cadence.observe(frame) for (loop, _), frame in zip(batch, frames)]
+            stepping = [i for i, (loop, _) in enumerate(batch)
+                        if not loop.cadence.skips_step(repeated[i])]
             t1 = time.perf_counter()
-            results = predictor.step_many([loop.stream for loop, _ in batch], frames,
-                                          options.horizon)
+            stepped: list[np.ndarray | NonFiniteStateError | None] = [None] * len(batch)
+            if stepping:
+                for i, result in zip(stepping, predictor.step_many(
+                        [batch[i][0].stream for i in stepping], [frames[i] for i in stepping],
+                        options.horizon)):
+                    stepped[i] = result
+                throughput.runs += 1
             t2 = time.perf_counter()
             throughput.frames += len(batch)
-            throughput.runs += 1
-            for (loop, event), frame, result in zip(batch, frames, results):
-                record = loop.record(event, frame, result, (t0, t1, t2), log)
+            for (loop, event), frame, result, again in zip(batch, frames, stepped, repeated):
+                record = loop.record(event, frame, loop.emit(frame, result), (t0, t1, t2), log,
+                                     again)
                 if on_step is not None:
                     on_step(loop.index, loop.summary, record)
         completed = True

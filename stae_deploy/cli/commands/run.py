@@ -18,6 +18,7 @@ from stae_deploy.cli.args import add_provider
 from stae_deploy.runtime.errors import ConfigError, SourceError
 from stae_deploy.runtime.sources import SourceConfig
 from stae_deploy.runtime.stream_run import ModelRunConfig, RunOutputs, run_model
+from stae_deploy.runtime.repeated_frames import REPEAT_MODES
 from stae_deploy.runtime.streaming import RunOptions
 
 
@@ -47,6 +48,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reconnect-attempts", type=int,
                         default=SourceConfig.reconnect_attempts)
     parser.add_argument("--show", action="store_true", help="show an OpenCV window")
+    parser.add_argument("--repeated-frames", choices=REPEAT_MODES, default=RunOptions.repeated_frames,
+                        help="hold: a frame that repeats the previous one is not a model step "
+                             "(the state holds; the stream emits the frame or its pending "
+                             "prediction by its cadence); step: every frame is a step")
+    parser.add_argument("--repeat-threshold", type=float, default=RunOptions.repeat_threshold,
+                        help="mean absolute difference (frames in [0, 1]) up to which a frame "
+                             "repeats the previous one")
     parser.add_argument("--output-fps", type=float, default=RunOptions.output_fps)
     parser.add_argument("--force", action="store_true", help="overwrite existing output files")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
@@ -64,7 +72,9 @@ def run(args: argparse.Namespace) -> int:
         sources=tuple(SourceConfig(uri, loop=args.loop, realtime=True if args.realtime else None,
                                    reconnect_attempts=args.reconnect_attempts) for uri in inputs),
         options=RunOptions(horizon=args.horizon, max_frames=args.max_frames, show=args.show,
-                           output_fps=args.output_fps, batch_timeout_ms=args.batch_timeout_ms),
+                           output_fps=args.output_fps, batch_timeout_ms=args.batch_timeout_ms,
+                           repeated_frames=args.repeated_frames,
+                           repeat_threshold=args.repeat_threshold),
         outputs=RunOutputs(video=args.output, metrics=args.metrics,
                            latency_plot=args.latency_plot, force=args.force),
         provider=args.provider, threads=args.threads, cuda_graphs=args.cuda_graphs,
