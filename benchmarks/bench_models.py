@@ -23,6 +23,7 @@ from stae_deploy import stae_ref
 from stae_deploy.stae_ref.model_source import ModelSource
 from stae_deploy.benchmarks.bench_backends import BACKENDS, EAGER
 from stae_deploy.runtime.errors import ConfigError
+from stae_deploy.runtime.metrics import bootstrap_mean_interval
 
 MODELS_DIR = Path(stae_ref.__file__).resolve().parent / "models"
 CHECKPOINTS_DIR = Path(stae_ref.__file__).resolve().parent / "checkpoints"
@@ -118,9 +119,8 @@ def paired_psnr_vs_stae(name: str, resamples: int = 10_000, seed: int = 0
                           f"re-run stae eval on both")
     differences = {clip: np.subtract(mine[clip], stae[clip]) for clip in mine}
     pooled = np.concatenate(list(differences.values()))
-    draws = np.random.default_rng(seed).integers(0, pooled.size, (resamples, pooled.size))
-    low, high = np.percentile(pooled[draws].mean(axis=1), [2.5, 97.5])
-    return {"mean_db": float(pooled.mean()), "ci95_db": [float(low), float(high)],
+    low, high = bootstrap_mean_interval(pooled, resamples, seed)
+    return {"mean_db": float(pooled.mean()), "ci95_db": [low, high],
             "better": int((pooled > 0).sum()), "targets": int(pooled.size),
             "per_clip_mean_db": {clip: float(d.mean()) for clip, d in differences.items()}}
 

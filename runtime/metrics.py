@@ -45,3 +45,17 @@ def linear_slope(values: Sequence[float]) -> float:
     if len(values) < 2:
         return 0.0
     return float(np.polyfit(np.arange(len(values)), np.asarray(values, dtype=np.float64), 1)[0])
+
+
+def bootstrap_mean_interval(values: Sequence[float], resamples: int = 10_000, seed: int = 0,
+                            level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (``resamples`` draws with
+    replacement, seeded): (low, high). Consecutive video frames are not independent draws, so
+    the interval says how the mean spreads over these frames, not over other footage."""
+    data = np.asarray(values, dtype=np.float64)
+    if data.size == 0:
+        return float("nan"), float("nan")
+    draws = np.random.default_rng(seed).integers(0, data.size, (resamples, data.size))
+    tail = 100.0 * (1.0 - level) / 2.0
+    low, high = np.percentile(data[draws].mean(axis=1), [tail, 100.0 - tail])
+    return float(low), float(high)
