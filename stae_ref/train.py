@@ -229,8 +229,10 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False,
         iteration, history = saved_state["iteration"], saved_state["log"]
         elapsed_s = saved_state.get("elapsed_s", 0.0)
     rollout = torch.compile(model.rollout) if compile_model else model.rollout
-    bar = tqdm(total=config.iterations, initial=iteration, desc="train", unit="it",
-               disable=not progress)
+    budgeted = config.minutes is not None     # a time budget: the bar counts seconds, the ETA
+    bar = tqdm(total=round(60 * config.minutes) if budgeted else config.iterations,
+               initial=round(elapsed_s) if budgeted else iteration, desc="train",
+               unit="s" if budgeted else "it", disable=not progress)
     loss_window: list[float] = []
     session_end = config.iterations if stop_after is None else min(config.iterations,
                                                                   iteration + stop_after)
@@ -249,12 +251,12 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False,
             update_average(averaged, model, config.ema_decay)
         iteration += 1
         elapsed_s += time.perf_counter() - started
-        bar.update(1)
+        bar.update(min(bar.total, round(elapsed_s)) - bar.n if budgeted else 1)
         if iteration % config.val_every == 0 or iteration == session_end or finished():
             entry = _validate(scored, validation, config, iteration, elapsed_s, loss_window)
             history.append(entry)
             loss_window = []
-            bar.set_postfix(loss=f"{entry['train_loss']:.5f}",
+            bar.set_postfix(iteration=iteration, loss=f"{entry['train_loss']:.5f}",
                             gain_db=f"{entry['val_model_psnr_db'] - entry['val_copy_last_psnr_db']:+.2f}")
             with open(run_dir / LOG_FILE, "a") as handle:
                 handle.write(json.dumps(entry) + "\n")
