@@ -1,5 +1,6 @@
 """Training footage from any video: decoded once into the uint8 cache, cuts found, held-out
 tails kept out, and bad input refused before training with the file named."""
+import json
 from pathlib import Path
 
 import cv2
@@ -116,3 +117,27 @@ def test_bad_footage_is_refused_before_training_naming_the_file(tmp_path, cache,
 def test_evaluation_only_clips_are_never_trained_on(cache):
     with pytest.raises(ConfigError, match="'diver' is kept for evaluation only"):
         training_videos(("carphone", "diver"), [], SIZE, 0.2, min_frames=5)
+
+
+@pytest.mark.integration   # trains
+def test_stae_train_on_a_folder_of_video_records_the_file(tmp_path, cache, capsys):
+    from stae_deploy.cli.main import main
+    from stae_deploy.stae_ref.checkpoint import load_checkpoint
+    from stae_deploy.stae_ref.config import STAEConfig
+
+    folder = tmp_path / "cams"
+    folder.mkdir()
+    path = write_video(folder / "cam.mp4", two_shots(30, 20))
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(STAEConfig(
+        frame_size=(32, 32), patch=4, stride2_stages=1, hidden=4, layers=1, tau=2,
+        kernel=(1, 3, 3), head="residual").to_dict()))
+    code = main(["train", "--config", str(config), "--run-dir", str(tmp_path / "run"),
+                 "--video", str(folder), "--iterations", "2", "--val-every", "2", "--crop", "16",
+                 "--batch", "2", "--steps", "3", "--quiet"])
+    assert code == 0
+    checkpoint = json.loads(capsys.readouterr().out.splitlines()[-1])["checkpoint"]
+    _, metadata = load_checkpoint(checkpoint)
+    assert metadata["train_config"]["clips"] == [] and metadata["train_config"]["videos"] == [str(path)]
+    [record] = metadata["trained_on"]
+    assert record["file"] == str(path.resolve()) and record["held_out"] == [40, 50]
