@@ -6,6 +6,11 @@ from typing import Sequence
 import numpy as np
 
 
+# Exact copies have infinite PSNR; means over frames that include them cap each value here (an
+# MSE of 1e-10, above any real difference of 8-bit frames) so that they stay finite.
+PSNR_CAP_DB = 100.0
+
+
 def psnr_db(predicted: np.ndarray, target: np.ndarray, peak: float = 1.0) -> float:
     """PSNR in dB between two same-shape arrays with values in [0, ``peak``]; inf if identical."""
     if predicted.shape != target.shape:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from stae_deploy.runtime.metrics import linear_slope, psnr_db, ssim
+from stae_deploy.runtime.metrics import PSNR_CAP_DB, linear_slope, psnr_db, ssim
 from stae_deploy.stae_ref.model import STAE
 from stae_deploy.stae_ref.training_data import ClipSplit
 
@@ -31,15 +31,16 @@ class ClipScores:
 @torch.no_grad()
 def teacher_forced_scores(model: STAE, split: ClipSplit, scores: ClipScores,
                           with_ssim: bool = True) -> None:
-    """Score every held-out next-frame prediction of one stream through the whole clip."""
+    """Score every held-out next-frame prediction of one stream through the whole clip (PSNR
+    capped at ``PSNR_CAP_DB``: a repeated frame's copy is exact)."""
     state = model.zero_state(1, tuple(split.frames.shape[-2:]))
     for t in range(len(split.frames) - 1):
         prediction, state = model.step(torch.from_numpy(split.frames[t][None]), state)
         if t + 1 < split.holdout_start:
             continue
         predicted, target, last = prediction[0].numpy(), split.frames[t + 1], split.frames[t]
-        scores.model_psnr_db.append(psnr_db(np.clip(predicted, 0, 1), target))
-        scores.copy_last_psnr_db.append(psnr_db(last, target))
+        scores.model_psnr_db.append(min(PSNR_CAP_DB, psnr_db(np.clip(predicted, 0, 1), target)))
+        scores.copy_last_psnr_db.append(min(PSNR_CAP_DB, psnr_db(last, target)))
         if with_ssim:
             scores.model_ssim.append(ssim(predicted, target))
             scores.copy_last_ssim.append(ssim(last, target))

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from stae_deploy.runtime.errors import ConfigError, FootageError
-from stae_deploy.runtime.metrics import bootstrap_mean_interval, psnr_db, ssim
+from stae_deploy.runtime.metrics import PSNR_CAP_DB, bootstrap_mean_interval, psnr_db, ssim
 from stae_deploy.runtime.plots import save_line_plot
 from stae_deploy.runtime.repeated_frames import REPEAT_MODES, FrameCadence, is_repeated_frame
 from stae_deploy.stae_ref.evaluation import ClipScores, closed_loop_scores
@@ -33,7 +33,6 @@ from stae_deploy.stae_ref.model_source import ModelSource, load_model
 from stae_deploy.stae_ref.training_data import ClipSplit
 from stae_deploy.stae_ref.video_cache import expand_video_paths
 
-PSNR_CAP_DB = 100.0       # an MSE of 1e-10: above any real difference of 8-bit frames
 CLOSED_LOOP_WINDOWS = 40  # closed-loop windows per video at most (evenly spaced)
 
 
