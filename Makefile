@@ -14,7 +14,9 @@ install: $(STAMP)
 # requirement could pull a multi-GB CUDA build. tensorrt-stubs is installed without its
 # dependency (a TensorRT download stub that fails) into .tools/, outside the venv: it only
 # serves the type checker, and inside the venv its bare `tensorrt/` folder would import as an
-# empty namespace package that ModelOpt mistakes for TensorRT.
+# empty namespace package that ModelOpt mistakes for TensorRT. nvidia-pytriton is installed
+# for the tritonserver binary it bundles (`stae serve`), also without its dependencies: its
+# numpy<2 pin would downgrade numpy under torch and OpenCV; nothing imports its Python code.
 TRT_STUBS := .tools/tensorrt-stubs
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +25,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
 	$(BIN)/python -m pip install --quiet --no-deps --upgrade --target $(TRT_STUBS) \
 		tensorrt-stubs==10.13.0.35.1
+	$(BIN)/python -m pip install --quiet --no-deps nvidia-pytriton==0.7.0
 	touch $(STAMP)
 
 # TensorRT code cannot run here; pyright (mypy cannot parse TensorRT's stubs) checks every call

@@ -39,6 +39,7 @@ from stae_deploy.runtime.onnx_artifact import OnnxArtifact
 from stae_deploy.runtime.protocol import IOSpec
 from stae_deploy.runtime.sources import FrameGrabber, SourceConfig
 from stae_deploy.serving.triton_graph import CORRID_OUT, NOTE_CONTROLS
+from stae_deploy.serving.triton_python_repository import ARTIFACT
 from stae_deploy.serving.triton_repository import VERSION_DIR
 
 PROGRAM = "python -m stae_deploy.serving.triton_client"
@@ -66,6 +67,9 @@ def served_model(repository: str | Path, model_name: str) -> ServedModel:
     """Read the metadata of ``<repository>/<model_name>/1/model.onnx`` (or ``model.plan`` and its
     sidecar), which must be a model ``stae triton`` wrote (:class:`ArtifactError` otherwise)."""
     version_dir = Path(repository) / model_name / VERSION_DIR
+    if (version_dir / ARTIFACT).is_file():      # the plain step; no controls in it
+        return ServedModel(model_name, OnnxArtifact.open(version_dir / ARTIFACT)
+                           .metadata.spec)
     found = [version_dir / name for name in MODEL_FILES if (version_dir / name).is_file()]
     if not found:
         raise ArtifactError(f"{version_dir}: no {' or '.join(MODEL_FILES)}; pass the model "

@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "triton": ("triton",
                "NVIDIA Triton model repository (sequence batcher, implicit state) from a dynamic-"
                "batch ONNX or its engine"),
+    "serve": ("serve", "start the bundled Triton server on 127.0.0.1 for a model repository"),
     "bench": ("bench",
               "per-step latency, GFLOP/s and peak memory of every backend, interleaved in one run"),
     "run": ("run", "predict the next frames of a camera, stream or video file"),

@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+from stae_deploy.serving.triton_python_repository import write_python_repository
 from stae_deploy.serving.triton_repository import (KINDS, STRATEGIES, TritonOptions,
                                                    tritonserver_command, write_repository)
 
@@ -43,6 +44,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rename-states", action="store_true",
                         help="rename state tensors to state_in.X/state_out.X so Triton's "
                              "sorted-name pairing holds (ONNX sources)")
+    parser.add_argument("--backend", choices=("onnxruntime", "python"), default="onnxruntime",
+                        help="onnxruntime: Triton's onnxruntime/TensorRT backend, state kept by the "
+                             "sequence batcher (GPU servers); python: Triton's Python backend "
+                             "stepping the ONNX with this project's runtime (CPU servers and "
+                             "`stae serve`)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="with --backend python: onnxruntime threads in the server (0: "
+                             "onnxruntime's default)")
     parser.add_argument("--force", action="store_true",
                         help="replace an existing <output>/<model-name>")
 
@@ -55,6 +64,14 @@ def run(args: argparse.Namespace) -> int:
         max_queue_delay_us=args.max_queue_delay_us,
         max_sequence_idle_us=args.max_sequence_idle_us, instances=args.instances,
         kind=args.kind, rename_states=args.rename_states)
+    if args.backend == "python":
+        repo = write_python_repository(args.model, args.output, options, args.threads, args.force)
+        print(f"wrote {repo.model_dir} (Triton Python backend); serve it with:\n  stae serve "
+              f"{args.output}", file=sys.stderr)
+        print(json.dumps({"model_dir": str(repo.model_dir), "config": str(repo.config),
+                          "model": str(repo.model_file), "backend": "python",
+                          "state_bytes_per_stream": repo.state_bytes_per_stream}))
+        return 0
     repo = write_repository(args.model, args.output, options, force=args.force)
     command = tritonserver_command(Path(args.output), repo.pool_bytes)
     print(f"wrote {repo.model_dir}: state {repo.state_bytes_per_stream:,} B per stream; the CUDA "
