@@ -22,9 +22,10 @@ from pathlib import Path
 from stae_deploy.runtime.errors import ConfigError, OutputExistsError
 from stae_deploy.runtime.onnx_artifact import OnnxArtifact
 from stae_deploy.runtime.protocol import IOSpec
-from stae_deploy.serving.triton_graph import CORRID, CORRID_DTYPE, CORRID_OUT, END, READY, START
+from stae_deploy.serving.triton_graph import CORRID_DTYPE, CORRID_OUT
 from stae_deploy.serving.triton_repository import (TRITON_TYPES, VERSION_DIR, TritonOptions,
                                                    TritonRepository, _dims,
+                                                   control_inputs_pbtxt,
                                                    _parse_with_triton_schema, _replace_dir,
                                                    require_dynamic_batch, state_bytes_per_stream)
 
@@ -38,11 +39,6 @@ MODEL_SOURCE = importlib.util.find_spec("stae_deploy.serving.triton_python_model
 def python_config_pbtxt(spec: IOSpec, options: TritonOptions, threads: int, source: str) -> str:
     """``config.pbtxt`` of the Python-backend model: frame in; prediction and CORRID_OUT out."""
     frame, prediction = spec.frame, spec.prediction
-    flag = "int32_false_true: [ 0, 1 ]"
-
-    def control(name: str, body: str) -> str:
-        return f'    {{ name: "{name}" control [ {{ {body} }} ] }}'
-
     return "\n".join([
         f"# Written by `stae triton --backend python` from {source}: model.py steps",
         f"# 1/{ARTIFACT} with the torch-free runtime, one state per sequence.",
@@ -58,13 +54,7 @@ def python_config_pbtxt(spec: IOSpec, options: TritonOptions, threads: int, sour
         "]",
         "sequence_batching {",
         f"  max_sequence_idle_microseconds: {options.max_sequence_idle_us}",
-        "  control_input [",
-        ",\n".join([control(START, f"kind: CONTROL_SEQUENCE_START {flag}"),
-                    control(READY, f"kind: CONTROL_SEQUENCE_READY {flag}"),
-                    control(END, f"kind: CONTROL_SEQUENCE_END {flag}"),
-                    control(CORRID, f"kind: CONTROL_SEQUENCE_CORRID data_type: "
-                                    f"{TRITON_TYPES[CORRID_DTYPE]}")]),
-        "  ]",
+        control_inputs_pbtxt("int32", CORRID_DTYPE),
         "  oldest {",
         f"    max_candidate_sequences: {options.max_candidate_sequences or 1024}",
         f"    max_queue_delay_microseconds: {options.max_queue_delay_us}",

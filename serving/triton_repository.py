@@ -194,6 +194,24 @@ def load_engine_source(path: Path, options: TritonOptions) -> ArtifactMetadata:
     return metadata
 
 
+def control_inputs_pbtxt(flag_type: str, corrid_dtype: str) -> str:
+    """The ``control_input [...]`` block of ``sequence_batching``: START, READY and END as
+    ``flag_type`` 0/1 ("fp32" or "int32"), CORRID as ``corrid_dtype`` (a protocol dtype)."""
+    flag = f"{flag_type}_false_true: [ 0, 1 ]"
+
+    def control(name: str, body: str) -> str:
+        return f'    {{ name: "{name}" control [ {{ {body} }} ] }}'
+
+    return "\n".join([
+        "  control_input [",
+        ",\n".join([control(START, f"kind: CONTROL_SEQUENCE_START {flag}"),
+                    control(READY, f"kind: CONTROL_SEQUENCE_READY {flag}"),
+                    control(END, f"kind: CONTROL_SEQUENCE_END {flag}"),
+                    control(CORRID, f"kind: CONTROL_SEQUENCE_CORRID data_type: "
+                                    f"{TRITON_TYPES[corrid_dtype]}")]),
+        "  ]"])
+
+
 def config_pbtxt(spec: IOSpec, options: TritonOptions, platform: str, source: str) -> str:
     """The model's ``config.pbtxt`` (protobuf text of Triton's ModelConfig)."""
     controls = set(CONTROL_INPUTS)
@@ -203,10 +221,6 @@ def config_pbtxt(spec: IOSpec, options: TritonOptions, platform: str, source: st
         return (f'  {{ name: "{t.name}" data_type: {TRITON_TYPES[t.dtype]} '
                 f'dims: {_dims(t)} }}')
 
-    def control(name: str, body: str) -> str:
-        return f'    {{ name: "{name}" control [ {{ {body} }} ] }}'
-
-    flag = "fp32_false_true: [ 0, 1 ]"
     states = ",\n".join(
         f'    {{\n      input_name: "{p.input.name}"\n      output_name: "{p.output.name}"\n'
         f'      data_type: TYPE_FP32\n      dims: {_dims(p.input)}\n'
@@ -232,13 +246,7 @@ def config_pbtxt(spec: IOSpec, options: TritonOptions, platform: str, source: st
         "output [\n" + ",\n".join(tensor(t) for t in spec.data_outputs) + "\n]",
         "sequence_batching {",
         f"  max_sequence_idle_microseconds: {options.max_sequence_idle_us}",
-        "  control_input [",
-        ",\n".join([control(START, f"kind: CONTROL_SEQUENCE_START {flag}"),
-                    control(READY, f"kind: CONTROL_SEQUENCE_READY {flag}"),
-                    control(END, f"kind: CONTROL_SEQUENCE_END {flag}"),
-                    control(CORRID, f"kind: CONTROL_SEQUENCE_CORRID data_type: "
-                                    f"{TRITON_TYPES[spec.tensor(CORRID).dtype]}")]),
-        "  ]",
+        control_inputs_pbtxt("fp32", spec.tensor(CORRID).dtype),
         "  state [",
         states,
         "  ]",
