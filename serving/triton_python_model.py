@@ -54,7 +54,7 @@ class TritonPythonModel:
 
     def execute(self, requests: list[Any]) -> list[Any]:
         now = time.monotonic()
-        for corrid, (stream, seen) in list(self.streams.items()):
+        for corrid, (_, seen) in list(self.streams.items()):
             if now - seen > self.idle_s:
                 self._free(corrid)
         responses: list[Any] = [None] * len(requests)
@@ -71,8 +71,7 @@ class TritonPythonModel:
                     f"was idle longer than {self.idle_s:g} s); start a new sequence"))
                 continue
             self.streams[corrid] = (self.streams[corrid][0], now)
-            frame = _input(request, self.frame_name)
-            frames.append(frame.reshape(frame.shape[1:]) if frame.shape[0] == 1 else frame)
+            frames.append(_input(request, self.frame_name)[0])   # a sequence request: batch 1
             stepping.append((index, corrid, bool(_scalar(request, END))))
         if stepping:
             results = self.predictor.step_many(

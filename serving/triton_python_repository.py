@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-import tempfile
 from pathlib import Path
 
 from stae_deploy.runtime.errors import ConfigError, OutputExistsError
@@ -25,8 +24,8 @@ from stae_deploy.runtime.protocol import IOSpec
 from stae_deploy.serving.triton_graph import CORRID_DTYPE, CORRID_OUT
 from stae_deploy.serving.triton_repository import (TRITON_TYPES, VERSION_DIR, TritonOptions,
                                                    TritonRepository, _dims,
-                                                   control_inputs_pbtxt,
-                                                   _parse_with_triton_schema, _replace_dir,
+                                                   control_inputs_pbtxt, staged_model_dir,
+                                                   _parse_with_triton_schema,
                                                    require_dynamic_batch, state_bytes_per_stream)
 
 MODEL_SCRIPT = "model.py"
@@ -90,12 +89,7 @@ def write_python_repository(source: str | Path, output: str | Path, options: Tri
     require_dynamic_batch(spec, str(source))
     config_text = python_config_pbtxt(spec, options, threads, source.name)
     _parse_with_triton_schema(config_text)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.{options.model_name}.",
-                                    suffix=".partial", dir=output.parent))
-    try:
-        staging.chmod(0o755)
-        (staging / VERSION_DIR).mkdir()
+    with staged_model_dir(model_dir) as staging:
         shutil.copyfile(source, staging / VERSION_DIR / ARTIFACT)
         assert MODEL_SOURCE is not None and MODEL_SOURCE.origin is not None
         shutil.copyfile(MODEL_SOURCE.origin, staging / VERSION_DIR / MODEL_SCRIPT)
@@ -107,11 +101,6 @@ def write_python_repository(source: str | Path, output: str | Path, options: Tri
             f"it with\n`python -m stae_deploy.serving.triton_client --url 127.0.0.1:GRPC_PORT "
             f"--model {options.model_name}\n--repository {output} --input VIDEO --sequence-id N`."
             f"\n")
-        output.mkdir(parents=True, exist_ok=True)
-        _replace_dir(staging, model_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return TritonRepository(model_dir, model_dir / "config.pbtxt",
                             model_dir / VERSION_DIR / ARTIFACT,
                             model_dir / "README.md",

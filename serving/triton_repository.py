@@ -22,8 +22,10 @@ import os
 import re
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import onnx
@@ -284,12 +286,7 @@ def write_repository(source: str | Path, output: str | Path, options: TritonOpti
     per_stream = state_bytes_per_stream(spec)
     pool = cuda_pool_bytes(spec, options.sequence_slots)
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.{options.model_name}.",
-                                    suffix=".partial", dir=output.parent))
-    try:
-        staging.chmod(0o755)      # mkdtemp makes it 0700; the server may run as another user
-        (staging / VERSION_DIR).mkdir()
+    with staged_model_dir(model_dir) as staging:
         model_file = staging / VERSION_DIR / model_name
         if onnx_model is not None:
             save_model(onnx_model, model_file)
@@ -301,11 +298,6 @@ def write_repository(source: str | Path, output: str | Path, options: TritonOpti
         (staging / "config.pbtxt").write_text(config_text)
         (staging / "README.md").write_text(
             readme_text(spec, options, output, platform, source.name, per_stream, pool))
-        output.mkdir(parents=True, exist_ok=True)
-        _replace_dir(staging, model_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return TritonRepository(model_dir, model_dir / "config.pbtxt",
                             model_dir / VERSION_DIR / model_name, model_dir / "README.md",
                             per_stream, pool)
@@ -393,6 +385,26 @@ def _parse_with_triton_schema(text: str) -> None:
         return
     config = model_config_pb2.ModelConfig()  # pyright: ignore[reportAttributeAccessIssue]
     text_format.Parse(text, config)
+
+
+@contextmanager
+def staged_model_dir(model_dir: Path) -> Iterator[Path]:
+    """A staging folder (with ``VERSION_DIR/`` made) beside the repository, renamed to
+    ``model_dir`` when the block ends cleanly and removed when it raises: a killed run never
+    leaves a half-written model that Triton would try to load."""
+    output = model_dir.parent
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.{model_dir.name}.",
+                                    suffix=".partial", dir=output.parent))
+    try:
+        staging.chmod(0o755)      # mkdtemp makes it 0700; the server may run as another user
+        (staging / VERSION_DIR).mkdir()
+        yield staging
+        output.mkdir(parents=True, exist_ok=True)
+        _replace_dir(staging, model_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def _replace_dir(staging: Path, target: Path) -> None:
