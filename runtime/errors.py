@@ -71,6 +71,10 @@ class SourceError(StaeError):
     """A video source cannot be opened, or disappeared and did not come back."""
 
 
+class SequenceLostError(StaeError):
+    """A server lost a stream's state: it is down, it restarted, or the sequence idled out."""
+
+
 class CudaError(StaeError):
     """A CUDA runtime call failed; the message names the call and the CUDA error."""
 

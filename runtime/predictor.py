@@ -21,28 +21,66 @@ lives here; backends only run.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
 from stae_deploy.runtime.artifact import ENGINE_SUFFIXES, ArtifactMetadata
 from stae_deploy.runtime.backends.base import Backend, StateSet
 from stae_deploy.runtime.errors import ConfigError, FrameFormatError, NonFiniteStateError
-from stae_deploy.runtime.protocol import DYNAMIC_BATCH, IOSpec
+from stae_deploy.runtime.protocol import DYNAMIC_BATCH, IOSpec, TensorSpec
 
+
+class StreamState(Protocol):
+    """What the streaming loop needs of one stream's state, wherever it lives (here, or on a
+    server: ``stae_deploy.serving.triton_predictor``).
+
+    name: the stream's name in messages (its source). steps: steps since the last reset.
+    resets / nonfinite_resets: times it restarted from zero (asked for / after NaN or Inf).
+    state_losses: times the state was lost where it lives and restarted from zero (a server
+    that restarted); always 0 in process.
+    """
+
+    name: str
+    steps: int
+    resets: int
+    nonfinite_resets: int
+    state_losses: int
+
+    def reset(self) -> None: ...
+
+
+class StepModel(Protocol):
+    """A model that steps streams: a :class:`Predictor`, or a model served by Triton."""
+
+    @property
+    def frame_hw(self) -> tuple[int, int]: ...
+
+    @property
+    def metadata(self) -> ArtifactMetadata: ...
+
+    @property
+    def max_batch(self) -> int | None: ...
+
+    def new_stream(self, name: str = "") -> Any: ...
+
+    def step_many(self, streams: Sequence[Any], frames: Sequence[np.ndarray],
+                  horizon: int = 1) -> list[np.ndarray | NonFiniteStateError]: ...
 
 
 class Stream:
     """The recurrent state of one video stream, owned on the predictor's device."""
 
-    def __init__(self, backend: Backend):
+    def __init__(self, backend: Backend, name: str = ""):
         self._backend = backend
+        self.name = name
         self.current = backend.new_state_set()     # read by the next step
         self.spare = backend.new_state_set()       # written by the next step
         self.scratch: StateSet | None = None       # forecasts, allocated on first use
         self.steps = 0
         self.resets = 0
         self.nonfinite_resets = 0
+        self.state_losses = 0          # the state lives here: never lost
 
     def reset(self) -> None:
         """Back to the zero state (a new scene): the next step starts a fresh warm-up."""
@@ -123,9 +161,10 @@ class Predictor:
         """(height, width) of the frames this model takes, pixels."""
         return self.spec.frame_size
 
-    def new_stream(self) -> Stream:
-        """A stream with the zero state; it joins batched steps whenever it is passed in."""
-        return Stream(self.backend)
+    def new_stream(self, name: str = "") -> Stream:
+        """A stream with the zero state; it joins batched steps whenever it is passed in.
+        name: how messages call it (its source)."""
+        return Stream(self.backend, name)
 
     def step(self, stream: Stream, frame: np.ndarray, horizon: int | None = None) -> np.ndarray:
         """Feed ``frame`` (RGB float32 (3, H, W) in [0, 1]) and predict.
@@ -158,7 +197,7 @@ class Predictor:
             raise ConfigError(f"horizon: expected >= 1, got {horizon}")
         if any(s._backend is not self.backend for s in streams):
             raise ConfigError("step_many: a stream belongs to another predictor")
-        model_frames = [self._validated(frame) for frame in frames]
+        model_frames = [validated_frame(self._frame_spec, frame) for frame in frames]
         group = self.max_batch or len(streams)
         results: list[np.ndarray | NonFiniteStateError] = []
         for start in range(0, len(streams), group):
@@ -224,23 +263,25 @@ class Predictor:
             source = targets[k % 2]
         return np.stack(frames)
 
-    def _validated(self, frame: np.ndarray) -> np.ndarray:
-        """``frame`` checked (shape, dtype, finite, in [0, 1]) and cast to the graph's dtype."""
-        name, expected = self._frame_spec.name, self._frame_spec.per_sample_shape
-        if not isinstance(frame, np.ndarray):
-            raise FrameFormatError(f"tensor '{name}': expected a numpy array, "
-                                   f"got {type(frame).__name__}")
-        if frame.shape != expected:
-            hint = " (a camera frame? convert it with stae_deploy.runtime.frames.bgr_to_model_frame)" \
-                if frame.ndim == 3 and frame.shape[-1] == 3 else ""
-            raise FrameFormatError(f"tensor '{name}': got shape {frame.shape}, "
-                                   f"expected {expected} (RGB, channels first){hint}")
-        if frame.dtype != np.float32:
-            raise FrameFormatError(f"tensor '{name}': got dtype {frame.dtype}, "
-                                   f"expected float32 in [0, 1]")
-        low, high = float(frame.min()), float(frame.max())
-        if not (0.0 <= low and high <= 1.0):      # also catches NaN, whose comparisons fail
-            hint = " (divide 8-bit pixels by 255)" if high > 1.0 and high <= 255.0 else ""
-            raise FrameFormatError(f"tensor '{name}': values span [{low:g}, {high:g}], "
-                                   f"expected finite values in [0, 1]{hint}")
-        return frame.astype(self._frame_spec.dtype, copy=False)
+
+def validated_frame(spec: TensorSpec, frame: np.ndarray) -> np.ndarray:
+    """``frame`` checked against the frame input ``spec`` (shape (3, H, W), float32, finite, in
+    [0, 1]) and cast to the graph's dtype; :class:`FrameFormatError` naming the tensor if not."""
+    name, expected = spec.name, spec.per_sample_shape
+    if not isinstance(frame, np.ndarray):
+        raise FrameFormatError(f"tensor '{name}': expected a numpy array, "
+                               f"got {type(frame).__name__}")
+    if frame.shape != expected:
+        hint = " (a camera frame? convert it with stae_deploy.runtime.frames.bgr_to_model_frame)" \
+            if frame.ndim == 3 and frame.shape[-1] == 3 else ""
+        raise FrameFormatError(f"tensor '{name}': got shape {frame.shape}, "
+                               f"expected {expected} (RGB, channels first){hint}")
+    if frame.dtype != np.float32:
+        raise FrameFormatError(f"tensor '{name}': got dtype {frame.dtype}, "
+                               f"expected float32 in [0, 1]")
+    low, high = float(frame.min()), float(frame.max())
+    if not (0.0 <= low and high <= 1.0):      # also catches NaN, whose comparisons fail
+        hint = " (divide 8-bit pixels by 255)" if high > 1.0 and high <= 255.0 else ""
+        raise FrameFormatError(f"tensor '{name}': values span [{low:g}, {high:g}], "
+                               f"expected finite values in [0, 1]{hint}")
+    return frame.astype(spec.dtype, copy=False)

@@ -10,7 +10,7 @@ import sys
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from tqdm import tqdm
 
@@ -18,7 +18,7 @@ from stae_deploy.runtime.artifact import ONNX_SUFFIX
 from stae_deploy.runtime.errors import ConfigError
 from stae_deploy.runtime.files import refuse_overwrite
 from stae_deploy.runtime.plots import save_line_plot
-from stae_deploy.runtime.predictor import Predictor
+from stae_deploy.runtime.predictor import Predictor, StepModel
 from stae_deploy.runtime.sources import FrameGrabber, SourceConfig
 from stae_deploy.runtime.streaming import (RunOptions, RunSummary, StreamOutputs, Throughput,
                                            run_streams)
@@ -108,22 +108,33 @@ def _stderr_log(message: str) -> None:
 
 def run_model(config: ModelRunConfig, progress: bool = True,
               log: Callable[[str], None] = _stderr_log) -> ModelRunResult:
-    """Load ``config.model``, drive every source through it until each ends, fails or reaches
-    ``options.max_frames`` (or Ctrl-C), and write each stream's files. Existing output files
-    are refused before the model is loaded. ``progress``: a progress bar on stderr."""
+    """Load ``config.model`` and :func:`run_sources` through it. Existing output files are
+    refused before the model is loaded. ``progress``: a progress bar on stderr."""
     streams = len(config.sources)
-    files = [config.outputs.of_stream(i, streams) for i in range(streams)]
+    for index in range(streams):
+        config.outputs.of_stream(index, streams)
     predictor = Predictor.load(config.model, config.provider, config.threads, config.cuda_graphs,
                                config.max_batch)
-    height, width = predictor.frame_hw
     backend = config.provider if Path(config.model).suffix == ONNX_SUFFIX else "tensorrt"
-    log(f"model {config.model} ({predictor.metadata.precision}, {height}x{width}, up to "
-        f"{predictor.max_batch or 'any number of'} stream(s) per step) on {backend}; "
-        f"input {', '.join(source.uri for source in config.sources)}")
-    max_frames = config.options.max_frames
+    return run_sources(predictor, f"model {config.model} on {backend}", config.sources,
+                       config.options, config.outputs, progress, log)
+
+
+def run_sources(model: StepModel, description: str, sources: Sequence[SourceConfig],
+                options: RunOptions, outputs: RunOutputs, progress: bool = True,
+                log: Callable[[str], None] = _stderr_log) -> ModelRunResult:
+    """Drive every source through ``model`` (local, or served: ``description`` says which, for
+    the log) until each ends, fails or reaches ``options.max_frames`` (or Ctrl-C), and write
+    each stream's files (``outputs``; existing ones are refused before anything runs)."""
+    streams = len(sources)
+    files = [outputs.of_stream(i, streams) for i in range(streams)]
+    height, width = model.frame_hw
+    log(f"{description} ({model.metadata.precision}, {height}x{width}, up to "
+        f"{model.max_batch or 'any number of'} stream(s) per step); "
+        f"input {', '.join(source.uri for source in sources)}")
+    max_frames = options.max_frames
     with ExitStack() as stack:
-        grabbers = [stack.enter_context(FrameGrabber(source, log=log))
-                    for source in config.sources]
+        grabbers = [stack.enter_context(FrameGrabber(source, log=log)) for source in sources]
         total = sum(max_frames or g.frame_count for g in grabbers) \
             if max_frames or all(g.frame_count for g in grabbers) else None
         bar = stack.enter_context(tqdm(total=total, unit="frame", disable=not progress,
@@ -136,9 +147,9 @@ def run_model(config: ModelRunConfig, progress: bool = True,
                             psnr=f"{record.get('psnr_db', float('nan')):.1f}")
 
         summaries, throughput = run_streams(
-            predictor, grabbers, config.options,
-            [StreamOutputs(f.video, f.metrics) for f in files], on_step=on_step, log=log)
-    for source, summary, stream_files in zip(config.sources, summaries, files):
+            model, grabbers, options, [StreamOutputs(f.video, f.metrics) for f in files],
+            on_step=on_step, log=log)
+    for source, summary, stream_files in zip(sources, summaries, files):
         if stream_files.latency_plot is not None:
             save_line_plot(stream_files.latency_plot,
                            {"inference (ms)": summary.infer_ms,

@@ -32,7 +32,7 @@ from stae_deploy.runtime.files import partial_path
 from stae_deploy.runtime.frames import bgr_to_model_frame, model_frame_to_bgr
 from stae_deploy.runtime.media import VideoFileWriter, side_by_side
 from stae_deploy.runtime.metrics import psnr_db
-from stae_deploy.runtime.predictor import Predictor, Stream
+from stae_deploy.runtime.predictor import StepModel, StreamState
 from stae_deploy.runtime.repeated_frames import REPEAT_MEAN_ABS_DIFF, REPEAT_MODES, FrameCadence
 from stae_deploy.runtime.sources import FrameEvent, FrameGrabber
 
@@ -99,6 +99,7 @@ class RunSummary:
     dropped_frames: int = 0
     resets: int = 0
     nonfinite_resets: int = 0
+    state_losses: int = 0               # the state's host lost it (a served model's restart)
     repeated_frames: int = 0
     infer_ms: list[float] = field(default_factory=list)
     latency_ms: list[float] = field(default_factory=list)
@@ -113,6 +114,7 @@ class RunSummary:
 
         return {"steps": self.steps, "dropped_frames": self.dropped_frames,
                 "resets": self.resets, "nonfinite_resets": self.nonfinite_resets,
+                "state_losses": self.state_losses,
                 "repeated_frames": self.repeated_frames,
                 "infer_ms_median": median(self.infer_ms),
                 "capture_to_prediction_ms_median": median(self.latency_ms),
@@ -175,7 +177,7 @@ class JsonLinesWriter:
 class _StreamLoop:
     """One source's share of the loop: its grabber, its model stream, metrics and sinks."""
 
-    def __init__(self, index: int, grabber: FrameGrabber, stream: Stream,
+    def __init__(self, index: int, grabber: FrameGrabber, stream: StreamState,
                  outputs: StreamOutputs, options: RunOptions):
         self.index, self.grabber, self.stream, self.options = index, grabber, stream, options
         self.summary = RunSummary()
@@ -234,6 +236,8 @@ class _StreamLoop:
         t0, t1, t2 = times
         summary, options = self.summary, self.options
         summary.repeated_frames += repeated
+        state_lost = self.stream.state_losses > summary.state_losses
+        summary.state_losses = self.stream.state_losses
         nonfinite = isinstance(result, NonFiniteStateError)
         if nonfinite:
             summary.nonfinite_resets += 1
@@ -242,7 +246,7 @@ class _StreamLoop:
             self.consecutive_nonfinite = 0
         record: dict[str, Any] = {"step": summary.steps + 1, "source_frame": event.index,
                                   "reset": event.reset, "nonfinite": nonfinite,
-                                  "repeated": repeated}
+                                  "repeated": repeated, "state_lost": state_lost}
         if self.previous_prediction is not None and self.previous_frame is not None:
             summary.psnr_db.append(psnr_db(np.clip(self.previous_prediction, 0, 1), frame))
             summary.copy_last_psnr_db.append(psnr_db(self.previous_frame, frame))
@@ -297,7 +301,7 @@ class _StreamLoop:
                 sink.close() if completed else sink.abort()
 
 
-def run_streams(predictor: Predictor, grabbers: Sequence[FrameGrabber], options: RunOptions,
+def run_streams(predictor: StepModel, grabbers: Sequence[FrameGrabber], options: RunOptions,
                 outputs: Sequence[StreamOutputs] | None = None,
                 on_step: Callable[[int, RunSummary, dict[str, Any]], None] | None = None,
                 log: Callable[[str], None] = print) -> tuple[list[RunSummary], Throughput]:
@@ -307,7 +311,7 @@ def run_streams(predictor: Predictor, grabbers: Sequence[FrameGrabber], options:
     outputs = list(outputs) if outputs is not None else [StreamOutputs() for _ in grabbers]
     if len(outputs) != len(grabbers):
         raise ConfigError(f"outputs: {len(outputs)} for {len(grabbers)} sources")
-    loops = [_StreamLoop(i, g, predictor.new_stream(), o, options)
+    loops = [_StreamLoop(i, g, predictor.new_stream(g.config.uri), o, options)
              for i, (g, o) in enumerate(zip(grabbers, outputs))]
     throughput, start, completed = Throughput(), time.perf_counter(), False
     try:
@@ -366,7 +370,7 @@ def _gather(loops: list[_StreamLoop], timeout_s: float) -> list[tuple[_StreamLoo
         time.sleep(POLL_INTERVAL_S)
 
 
-def run_stream(predictor: Predictor, grabber: FrameGrabber, options: RunOptions,
+def run_stream(predictor: StepModel, grabber: FrameGrabber, options: RunOptions,
                on_step: Callable[[RunSummary, dict[str, Any]], None] | None = None,
                log: Callable[[str], None] = print) -> RunSummary:
     """One source: :func:`run_streams` with ``options.video``/``options.metrics`` as its sinks.

@@ -4,9 +4,9 @@
         --repository model_repository --input clip.mp4 [--max-frames N] [--sequence-id N]
         [--output side_by_side.mp4 [--force]]
 
-The model repository is the one ``stae triton`` wrote: the client reads the frame input's name
-and size from the artifact metadata of ``<repository>/<model>/1/model.onnx`` (or the sidecar of
-``model.plan``), prepares frames exactly as the runtime does
+The client reads the frame input's name and size from the artifact metadata the server's model
+config carries (``stae triton`` writes it into ``config.pbtxt``), or with ``--repository`` from
+``<repository>/<model>/1/`` on disk; it prepares frames exactly as the runtime does
 (:func:`stae_deploy.runtime.frames.bgr_to_model_frame`) and sends each with the sequence flags
 ``config.pbtxt`` declares: the same ``sequence_id`` (correlation ID) on every request,
 ``sequence_start`` on the first, ``sequence_end`` on the last. Triton fills the model's
@@ -20,17 +20,19 @@ from __future__ import annotations
 import argparse
 import random
 import sys
+import threading
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from stae_deploy.runtime.artifact import ONNX_SUFFIX, ArtifactMetadata, read_engine_sidecar
-from stae_deploy.runtime.errors import ArtifactError, ConfigError, StaeError, exit_code_of
+from stae_deploy.runtime.errors import (ArtifactError, ConfigError, NonFiniteStateError,
+                                        SequenceLostError, StaeError, exit_code_of)
 from stae_deploy.runtime.files import refuse_overwrite
 from stae_deploy.runtime.frames import bgr_to_model_frame, model_frame_to_bgr
 from stae_deploy.runtime.media import VideoFileWriter, side_by_side
@@ -40,27 +42,36 @@ from stae_deploy.runtime.protocol import IOSpec
 from stae_deploy.runtime.sources import FrameGrabber, SourceConfig
 from stae_deploy.serving.triton_graph import CORRID_OUT, NOTE_CONTROLS
 from stae_deploy.serving.triton_python_repository import ARTIFACT
-from stae_deploy.serving.triton_repository import VERSION_DIR
+from stae_deploy.serving.triton_repository import VERSION_DIR, metadata_from_model_config
 
 PROGRAM = "python -m stae_deploy.serving.triton_client"
 MODEL_FILES = ("model.onnx", "model.plan")   # what `stae triton` writes in VERSION_DIR
 MAX_SEQUENCE_ID = 2 ** 63 - 1         # the Triton copy reads CORRID as int64
 OUTPUT_FPS = 25.0
+# How Triton (or model.py) says that it has no state for a sequence.
+LOST_SEQUENCE_MESSAGES = ("must specify the START flag", "no state on this server")
+NONFINITE_MESSAGE = "NaN/Inf"          # in model.py's error for a non-finite prediction
 
 
 @dataclass(frozen=True)
 class ServedModel:
     """What a client needs about a model in a Triton repository.
 
-    name: the model's name in Triton (its directory in the repository).
-    spec: the state protocol of its Triton copy: ``spec.frame`` is the frame input, RGB float32
-          (batch, 3, H, W) in [0, 1]; ``spec.prediction`` the predicted next frame, same layout;
-          ``spec.frame_size`` the (H, W) pixels. The sequence controls Triton fills in are
-          extra data inputs.
+    name:      the model's name in Triton (its directory in the repository).
+    metadata:  the artifact metadata of its Triton copy; ``metadata.spec`` is the state protocol:
+               ``spec.frame`` the frame input, RGB float32 (batch, 3, H, W) in [0, 1];
+               ``spec.prediction`` the predicted next frame, same layout. The sequence controls
+               Triton fills in are extra data inputs of an onnxruntime copy.
+    max_batch: the config's max_batch_size, when read from the server (None: not known).
     """
 
     name: str
-    spec: IOSpec
+    metadata: ArtifactMetadata
+    max_batch: int | None = None
+
+    @property
+    def spec(self) -> IOSpec:
+        return self.metadata.spec
 
 
 def served_model(repository: str | Path, model_name: str) -> ServedModel:
@@ -68,8 +79,7 @@ def served_model(repository: str | Path, model_name: str) -> ServedModel:
     sidecar), which must be a model ``stae triton`` wrote (:class:`ArtifactError` otherwise)."""
     version_dir = Path(repository) / model_name / VERSION_DIR
     if (version_dir / ARTIFACT).is_file():      # the plain step; no controls in it
-        return ServedModel(model_name, OnnxArtifact.open(version_dir / ARTIFACT)
-                           .metadata.spec)
+        return ServedModel(model_name, OnnxArtifact.open(version_dir / ARTIFACT).metadata)
     found = [version_dir / name for name in MODEL_FILES if (version_dir / name).is_file()]
     if not found:
         raise ArtifactError(f"{version_dir}: no {' or '.join(MODEL_FILES)}; pass the model "
@@ -80,7 +90,7 @@ def served_model(repository: str | Path, model_name: str) -> ServedModel:
     if not metadata.notes.get(NOTE_CONTROLS):
         raise ArtifactError(f"{path}: not a Triton copy (its notes lack '{NOTE_CONTROLS}'); "
                             f"write the repository with `stae triton`")
-    return ServedModel(model_name, metadata.spec)
+    return ServedModel(model_name, metadata)
 
 
 @dataclass(frozen=True)
@@ -131,6 +141,45 @@ def infer_inputs(model: ServedModel, request: SequenceRequest) -> list[grpcclien
     return [tensor]
 
 
+class PendingResponse:
+    """A request in flight: :meth:`result` waits for Triton's answer."""
+
+    def __init__(self, url: str, model: ServedModel, request: SequenceRequest):
+        self.url, self.model, self.request = url, model, request
+        self._done = threading.Event()
+        self._result: Any = None
+        self._error: InferenceServerException | None = None
+
+    def answer(self, result: Any, error: InferenceServerException | None) -> None:
+        """tritonclient's callback (on its thread)."""
+        self._result, self._error = result, error
+        self._done.set()
+
+    def result(self) -> np.ndarray:
+        """The prediction (3, H, W) float32. Raises :class:`SequenceLostError` when the server is
+        unreachable or has no state for the sequence, :class:`NonFiniteStateError` when the model
+        produced NaN/Inf (the server reset the sequence's state), :class:`StaeError` for any
+        other refusal (Triton's message, which names the tensor) or a response for another
+        sequence."""
+        self._done.wait()
+        where = f"Triton at {self.url}, model '{self.model.name}'"
+        error = self._error
+        if error is not None:
+            message = error.message() or str(error)
+            if str(error.status()) == "StatusCode.UNAVAILABLE":
+                raise SequenceLostError(f"{where}: unreachable ({message})")
+            if any(sign in message for sign in LOST_SEQUENCE_MESSAGES):
+                raise SequenceLostError(f"{where}: {message}")
+            if NONFINITE_MESSAGE in message:
+                raise NonFiniteStateError(f"{where}: {message}")
+            raise StaeError(f"{where}: {message}")
+        echoed = int(self._result.as_numpy(CORRID_OUT).reshape(-1)[0])
+        if echoed != self.request.sequence_id:
+            raise StaeError(f"{where}: response for sequence {echoed}, expected "
+                            f"{self.request.sequence_id}")
+        return self._result.as_numpy(self.model.spec.prediction.name)[0]
+
+
 class TritonSequenceClient:
     """A gRPC connection to one model on a Triton server; a context manager."""
 
@@ -140,22 +189,39 @@ class TritonSequenceClient:
         self._outputs = [grpcclient.InferRequestedOutput(model.spec.prediction.name),
                          grpcclient.InferRequestedOutput(CORRID_OUT)]
 
-    def infer(self, request: SequenceRequest) -> np.ndarray:
-        """Send one request; the prediction, (3, H, W) float32. Raises :class:`StaeError` when
-        the server fails or answers for another sequence."""
+    @classmethod
+    def connect(cls, url: str, model_name: str) -> "TritonSequenceClient":
+        """A client of ``model_name`` at ``url``, its metadata read from the server's model
+        config; :class:`SequenceLostError` when the server cannot be reached, :class:`StaeError`
+        when it does not serve that model, :class:`ArtifactError` when its config carries no
+        STAE metadata."""
+        client = grpcclient.InferenceServerClient(url=url)
         try:
-            result = self._client.infer(
-                self.model.name, infer_inputs(self.model, request), outputs=self._outputs,
-                sequence_id=request.sequence_id, sequence_start=request.start,
-                sequence_end=request.end)
+            config = client.get_model_config(model_name, as_json=True)["config"]
         except InferenceServerException as err:
-            raise StaeError(f"Triton at {self.url}, model '{self.model.name}': "
-                            f"{err.message() or err}") from None
-        echoed = int(result.as_numpy(CORRID_OUT).reshape(-1)[0])
-        if echoed != request.sequence_id:
-            raise StaeError(f"Triton at {self.url}: response for sequence {echoed}, expected "
-                            f"{request.sequence_id}")
-        return result.as_numpy(self.model.spec.prediction.name)[0]
+            message = err.message() or str(err)
+            kind = (SequenceLostError if str(err.status()) == "StatusCode.UNAVAILABLE"
+                    else StaeError)
+            raise kind(f"Triton at {url}: {message} (is `stae serve` running there, serving a "
+                       f"model named '{model_name}'?)") from None
+        finally:
+            client.close()
+        metadata = metadata_from_model_config(config, f"Triton at {url}, model '{model_name}'")
+        return cls(url, ServedModel(model_name, metadata, int(config.get("max_batch_size", 0))))
+
+    def submit(self, request: SequenceRequest) -> PendingResponse:
+        """Send one request without waiting; :meth:`PendingResponse.result` waits for it."""
+        pending = PendingResponse(self.url, self.model, request)
+        self._client.async_infer(
+            self.model.name, infer_inputs(self.model, request), pending.answer,
+            outputs=self._outputs, sequence_id=request.sequence_id,
+            sequence_start=request.start, sequence_end=request.end)
+        return pending
+
+    def infer(self, request: SequenceRequest) -> np.ndarray:
+        """Send one request and wait; the prediction, (3, H, W) float32 (errors: see
+        :meth:`PendingResponse.result`)."""
+        return self.submit(request).result()
 
     def close(self) -> None:
         self._client.close()
@@ -173,7 +239,8 @@ class ClientSettings:
 
     url:         Triton's gRPC endpoint (host:port).
     model_name:  the model's name in Triton.
-    repository:  the model repository `stae triton` wrote (for the model's metadata).
+    repository:  the model repository `stae triton` wrote, read for the model's metadata (None:
+                 read it from the server's model config).
     video:       a source `stae run` reads: a video file (or camera index / URL).
     max_frames:  stop after this many frames (None: the whole video).
     sequence_id: the correlation ID, 1 .. 2**63-1, unique among live sequences.
@@ -183,9 +250,9 @@ class ClientSettings:
 
     url: str
     model_name: str
-    repository: Path
     video: str
     sequence_id: int
+    repository: Path | None = None
     max_frames: int | None = None
     output: Path | None = None
     force: bool = False
@@ -213,12 +280,16 @@ def stream_video(settings: ClientSettings, log: Callable[[str], None] = print) -
     """Stream ``settings.video`` as one sequence; the PSNR (dB) of each prediction against the
     frame that follows it, in order (one fewer than the frames sent)."""
     output = refuse_overwrite(settings.output, settings.force) if settings.output else None
-    model = served_model(settings.repository, settings.model_name)
     scores: list[float] = []
     prediction: np.ndarray | None = None
     with ExitStack() as stack:
         grabber = stack.enter_context(FrameGrabber(SourceConfig(settings.video), log=log))
-        client = stack.enter_context(TritonSequenceClient(settings.url, model))
+        client = stack.enter_context(
+            TritonSequenceClient(settings.url, served_model(settings.repository,
+                                                            settings.model_name))
+            if settings.repository is not None
+            else TritonSequenceClient.connect(settings.url, settings.model_name))
+        model = client.model
         writer = stack.enter_context(VideoFileWriter(output, OUTPUT_FPS)) if output else None
         frames = decoded_frames(grabber, settings.max_frames)
         for index, request in enumerate(sequence_requests(frames, model.spec.frame_size,
@@ -239,9 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="localhost:8001", help="Triton's gRPC endpoint")
     parser.add_argument("--model", required=True, help="the model's name in Triton")
-    parser.add_argument("--repository", required=True, type=Path,
+    parser.add_argument("--repository", type=Path, default=None,
                         help="the model repository `stae triton` wrote (read for the model's "
-                             "frame input name and size)")
+                             "frame input name and size; default: ask the server)")
     parser.add_argument("--input", required=True,
                         help="a video file (or camera index / URL) OpenCV can read")
     parser.add_argument("--max-frames", type=int, default=None)

@@ -20,11 +20,12 @@ from pathlib import Path
 
 from stae_deploy.runtime.errors import ConfigError, OutputExistsError
 from stae_deploy.runtime.onnx_artifact import OnnxArtifact
-from stae_deploy.runtime.protocol import IOSpec
+from stae_deploy.runtime.artifact import ArtifactMetadata
 from stae_deploy.serving.triton_graph import CORRID_DTYPE, CORRID_OUT
 from stae_deploy.serving.triton_repository import (TRITON_TYPES, VERSION_DIR, TritonOptions,
                                                    TritonRepository, _dims,
                                                    control_inputs_pbtxt, staged_model_dir,
+                                                   metadata_parameters_pbtxt,
                                                    _parse_with_triton_schema,
                                                    require_dynamic_batch, state_bytes_per_stream)
 
@@ -35,9 +36,11 @@ THREADS_PARAMETER = "onnxruntime_threads"     # config parameter: onnxruntime th
 MODEL_SOURCE = importlib.util.find_spec("stae_deploy.serving.triton_python_model")
 
 
-def python_config_pbtxt(spec: IOSpec, options: TritonOptions, threads: int, source: str) -> str:
-    """``config.pbtxt`` of the Python-backend model: frame in; prediction and CORRID_OUT out."""
-    frame, prediction = spec.frame, spec.prediction
+def python_config_pbtxt(metadata: ArtifactMetadata, options: TritonOptions, threads: int,
+                        source: str) -> str:
+    """``config.pbtxt`` of the Python-backend model: frame in; prediction and CORRID_OUT out;
+    the step's metadata in its parameters."""
+    frame, prediction = metadata.spec.frame, metadata.spec.prediction
     return "\n".join([
         f"# Written by `stae triton --backend python` from {source}: model.py steps",
         f"# 1/{ARTIFACT} with the torch-free runtime, one state per sequence.",
@@ -62,6 +65,7 @@ def python_config_pbtxt(spec: IOSpec, options: TritonOptions, threads: int, sour
         f"instance_group [ {{ count: {options.instances} kind: KIND_CPU }} ]",
         f'parameters {{ key: "{THREADS_PARAMETER}" '
         f'value {{ string_value: "{threads}" }} }}',
+        metadata_parameters_pbtxt(metadata),
         "",
     ])
 
@@ -85,9 +89,10 @@ def write_python_repository(source: str | Path, output: str | Path, options: Tri
         raise ConfigError(f"{output}: the model repository must be a directory, not a file")
     if model_dir.exists() and not force:
         raise OutputExistsError(f"{model_dir} already exists; pass --force to overwrite it")
-    spec = OnnxArtifact.open(source).metadata.spec
+    metadata = OnnxArtifact.open(source).metadata
+    spec = metadata.spec
     require_dynamic_batch(spec, str(source))
-    config_text = python_config_pbtxt(spec, options, threads, source.name)
+    config_text = python_config_pbtxt(metadata, options, threads, source.name)
     _parse_with_triton_schema(config_text)
     with staged_model_dir(model_dir) as staging:
         shutil.copyfile(source, staging / VERSION_DIR / ARTIFACT)

@@ -25,7 +25,7 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import onnx
@@ -45,6 +45,7 @@ STRATEGIES = ("direct", "oldest")
 KINDS = {"gpu": "KIND_GPU", "cpu": "KIND_CPU"}
 TRITON_DEFAULT_POOL_BYTES = 64 << 20     # tritonserver's default CUDA memory pool per GPU
 VERSION_DIR = "1"
+METADATA_PARAMETER_PREFIX = "stae."   # every key of ArtifactMetadata.to_props
 
 
 @dataclass(frozen=True)
@@ -214,8 +215,36 @@ def control_inputs_pbtxt(flag_type: str, corrid_dtype: str) -> str:
         "  ]"])
 
 
-def config_pbtxt(spec: IOSpec, options: TritonOptions, platform: str, source: str) -> str:
-    """The model's ``config.pbtxt`` (protobuf text of Triton's ModelConfig)."""
+def metadata_parameters_pbtxt(metadata: ArtifactMetadata) -> str:
+    """``parameters`` entries carrying the artifact's metadata (its ``to_props`` pairs, all
+    ``stae.*``), so that a client reads the served model's protocol from the server itself
+    (:func:`metadata_from_model_config`)."""
+    def quoted(value: str) -> str:          # a protobuf text-format string
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+    return "\n".join(f'parameters {{ key: "{key}" value {{ string_value: {quoted(value)} }} }}'
+                     for key, value in sorted(metadata.to_props().items()))
+
+
+def metadata_from_model_config(config: Mapping[str, Any], source: str) -> ArtifactMetadata:
+    """The artifact metadata a model's config (Triton's JSON form, as ``get_model_config``
+    returns it) carries in its ``stae.*`` parameters; :class:`ArtifactError` naming ``source``
+    when it carries none (a repository written by another tool, or an older `stae triton`)."""
+    parameters: Mapping[str, Any] = config.get("parameters") or {}
+    props = {key: str(entry.get("string_value", "")) for key, entry in parameters.items()
+             if key.startswith(METADATA_PARAMETER_PREFIX)}
+    if not props:
+        raise ArtifactError(f"{source}: its config carries no STAE metadata (parameters "
+                            f"'{METADATA_PARAMETER_PREFIX}*'); serve a repository written by "
+                            f"`stae triton` of this version")
+    return ArtifactMetadata.from_props(props, source)
+
+
+def config_pbtxt(metadata: ArtifactMetadata, options: TritonOptions, platform: str,
+                 source: str) -> str:
+    """The model's ``config.pbtxt`` (protobuf text of Triton's ModelConfig) for the Triton copy
+    described by ``metadata``, which its parameters carry."""
+    spec = metadata.spec
     controls = set(CONTROL_INPUTS)
     data_in = [t for t in spec.data_inputs if t.name not in controls]
 
@@ -255,6 +284,7 @@ def config_pbtxt(spec: IOSpec, options: TritonOptions, platform: str, source: st
         strategy,
         "}",
         f"instance_group [ {{ count: {options.instances} kind: {KINDS[options.kind]} }} ]",
+        metadata_parameters_pbtxt(metadata),
         "",
     ])
 
@@ -293,7 +323,7 @@ def write_repository(source: str | Path, output: str | Path, options: TritonOpti
         else:
             shutil.copyfile(source, model_file)
             shutil.copyfile(engine_sidecar_path(source), engine_sidecar_path(model_file))
-        config_text = config_pbtxt(spec, options, platform, source.name)
+        config_text = config_pbtxt(metadata, options, platform, source.name)
         _parse_with_triton_schema(config_text)
         (staging / "config.pbtxt").write_text(config_text)
         (staging / "README.md").write_text(

@@ -13,6 +13,7 @@ this package. Every endpoint binds 127.0.0.1: tritonserver binds 0.0.0.0 unless 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import signal
 import socket
@@ -156,6 +157,11 @@ class TritonServer:
     @property
     def metrics_url(self) -> str:
         return f"http://{HOST}:{self.settings.metrics_port}/metrics"
+
+    def version(self) -> str:
+        """The server's version (its metadata endpoint), e.g. "2.51.0"."""
+        with urllib.request.urlopen(f"{self.http_url}/v2", timeout=10) as answer:
+            return str(json.load(answer)["version"])
 
     def log_text(self) -> str:
         """What the server has written so far."""

@@ -328,11 +328,12 @@ def test_client_user_errors_are_one_line(dynamic_onnx, tmp_path, capsys):
     video = str(fetch("carphone"))
     common = ["--model", "stae", "--repository", str(tmp_path / "repo"), "--input", video]
     assert client_main(["--url", "localhost:1", *common, "--sequence-id", "3"]) == 2
-    assert "error: Triton at localhost:1, model 'stae': failed to connect" in \
+    assert "error: Triton at localhost:1, model 'stae': unreachable (failed to connect" in \
         capsys.readouterr().err
     assert client_main([*common, "--sequence-id", "0"]) == 2
     assert "error: sequence_id: expected 1 .. 2**63-1" in capsys.readouterr().err
     assert client_main([*common[:2], "--repository", str(tmp_path), *common[4:]]) == 2
     assert f"{tmp_path / 'stae' / '1'}: no model.onnx or model.plan" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="max_frames: expected >= 1"):
-        ClientSettings("localhost:8001", "stae", tmp_path, video, sequence_id=1, max_frames=0)
+        ClientSettings("localhost:8001", "stae", video, sequence_id=1, repository=tmp_path,
+                       max_frames=0)

@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import threading
+import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -17,11 +19,13 @@ import pytest
 from tritonclient.utils import InferenceServerException
 
 from stae_deploy.export.to_onnx import ExportSettings, export_onnx
-from stae_deploy.runtime.errors import ConfigError, StaeError
+from stae_deploy.runtime.errors import ConfigError, SequenceLostError, StaeError
 from stae_deploy.runtime.frames import bgr_to_model_frame
 from stae_deploy.runtime.predictor import Predictor
+from stae_deploy.serving.camera_routing import server_for
 from stae_deploy.serving.triton_client import (SequenceRequest, TritonSequenceClient,
                                                served_model)
+from stae_deploy.serving.triton_predictor import ServedPredictor
 from stae_deploy.serving.triton_python_repository import write_python_repository
 from stae_deploy.serving.triton_repository import TritonOptions
 from stae_deploy.serving.triton_server import (ServerSettings, TritonServer, bundled_server_dir,
@@ -169,3 +173,89 @@ def test_stae_triton_and_stae_serve_from_the_command_line(repository, tmp_path):
         assert server.wait(timeout=60) == 0
     finally:
         server.kill()
+
+
+def metrics_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def inference_count(server: TritonServer) -> int:
+    """Requests the server's model has answered (Triton's statistics endpoint)."""
+    with urllib.request.urlopen(f"{server.http_url}/v2/models/stae/stats", timeout=10) as answer:
+        [stats] = json.load(answer)["model_stats"]
+    return int(stats["inference_stats"]["success"]["count"])
+
+
+def test_stae_run_routes_cameras_over_two_servers_and_equals_a_local_run(repository, tmp_path):
+    clips = [str(fetch(name)) for name in ("carphone", "city", "motion")]
+    common = ["--max-frames", "20", "--quiet", "--force"]
+    for clip in clips:
+        common += ["--input", clip]
+    local = subprocess.run([STAE, "run", str(repository / "stae" / "1" / "stae.onnx"),
+                            "--threads", "1", "--metrics", str(tmp_path / "local.jsonl"),
+                            *common], capture_output=True, text=True)
+    assert local.returncode == 0, local.stderr
+    with TritonServer(settings(repository)) as first, TritonServer(settings(repository)) as second:
+        servers = {first.grpc_url: first, second.grpc_url: second}
+        served = subprocess.run([STAE, "run", "--server", f"grpc://{first.grpc_url}",
+                                 "--server", f"grpc://{second.grpc_url}/stae",
+                                 "--metrics", str(tmp_path / "served.jsonl"), *common],
+                                capture_output=True, text=True)
+        assert served.returncode == 0, served.stderr
+        counts = {url: inference_count(server) for url, server in servers.items()}
+    summary = json.loads(served.stdout.splitlines()[-1])
+    # Every model step of a camera (a repeated frame is none), plus the END request that
+    # closes its sequence, went to the server its name routes to.
+    expected = Counter()
+    for index, clip in enumerate(clips):
+        steps = [r for r in metrics_lines(tmp_path / f"local.{index}.jsonl") if not r["repeated"]]
+        expected[server_for(clip, list(servers))] += len(steps) + 1
+    assert counts == {url: expected[url] for url in servers}
+    assert min(expected.values()) > 0                   # the three cameras use both servers
+    for index, clip in enumerate(clips):
+        ours = metrics_lines(tmp_path / f"served.{index}.jsonl")
+        theirs = metrics_lines(tmp_path / f"local.{index}.jsonl")
+        assert len(ours) == len(theirs) == 20
+        for step, (a, b) in enumerate(zip(ours, theirs)):
+            for key in ("psnr_db", "copy_last_psnr_db", "repeated", "state_lost"):
+                assert a.get(key) == b.get(key), f"{clip} step {step}: {key} {a.get(key)} vs " \
+                                                 f"{b.get(key)}"
+        assert summary["streams"][index]["state_losses"] == 0
+
+
+def test_a_dead_server_stops_the_stream_clearly_and_a_restarted_one_gets_a_fresh_sequence(
+        repository):
+    frames = clip_frames("city", 6)
+    run = settings(repository)
+    lines: list[str] = []
+    server = TritonServer(run)
+    try:
+        with ServedPredictor.connect([f"grpc://{server.grpc_url}"]) as model:
+            stream = model.new_stream("city")
+            for frame in frames[:2]:
+                model.step_many([stream], [frame])
+            server.process.kill()                          # dies between two requests
+            server.process.wait()
+            with pytest.raises(SequenceLostError) as dead:
+                model.step_many([stream], [frames[2]])
+    finally:
+        server.stop()
+    print(f"dead server: {dead.value}")
+    assert "unreachable" in str(dead.value) and "pass --reconnect-attempts N" in str(dead.value)
+
+    with TritonServer(run) as server:
+        model = ServedPredictor.connect([f"grpc://{server.grpc_url}"], reconnect_attempts=2,
+                                        backoff_s=0.1, log=lines.append)
+        stream = model.new_stream("city")
+        before = [model.step_many([stream], [frame])[0] for frame in frames[:2]]
+    with TritonServer(run):                    # the same ports; no state for the old sequence
+        after = [model.step_many([stream], [frame])[0] for frame in frames[2:]]
+        model.close()
+    print("\n".join(lines))
+    assert "must specify the START flag" in lines[0] and "reconnecting" in lines[0]
+    assert "a fresh sequence" in lines[1]
+    assert stream.state_losses == 1
+    for k, (got, expected) in enumerate(zip(before + after, alone(repository, frames[:2])
+                                            + alone(repository, frames[2:]))):
+        error = float(np.abs(got - expected).max())
+        assert error <= MAX_ABS, f"step {k}: max abs {error:.3g} vs a fresh stream"

@@ -1,6 +1,11 @@
 """``stae run MODEL --input SRC [--input SRC2 ...]``: predict the next frames of live or
 recorded videos; several inputs share the model in batched steps (a dynamic-batch export).
 
+``stae run --server grpc://HOST:PORT[/MODEL] --input SRC ...`` streams the same way to a model
+served by Triton (``stae triton --backend python`` + ``stae serve``): each input is its own
+sequence, on the server its name routes to when ``--server`` is given several times
+(``stae_deploy.serving.camera_routing``); outputs and metrics are those of a local run.
+
 With one input, ``--output out.mp4`` and ``--metrics m.jsonl`` are that stream's files; with N
 inputs each stream i writes ``out.i.mp4``, ``m.i.jsonl`` and ``latency.i.png``. The last line on
 stdout is JSON: one stream's summary, or with several inputs ``{"streams": [...],
@@ -17,14 +22,21 @@ import sys
 from stae_deploy.cli.args import add_provider
 from stae_deploy.runtime.errors import ConfigError, SourceError
 from stae_deploy.runtime.sources import SourceConfig
-from stae_deploy.runtime.stream_run import ModelRunConfig, RunOutputs, run_model
+from stae_deploy.runtime.stream_run import (ModelRunConfig, ModelRunResult, RunOutputs,
+                                            run_model, run_sources)
 from stae_deploy.runtime.repeated_frames import REPEAT_MODES
 from stae_deploy.runtime.streaming import RunOptions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The model, the sources, the outputs and the streaming loop's options."""
-    parser.add_argument("model", help="an ONNX file, or a TensorRT engine (.engine/.plan + .json)")
+    parser.add_argument("model", nargs="?", default=None,
+                        help="an ONNX file, or a TensorRT engine (.engine/.plan + .json); "
+                             "omitted with --server")
+    parser.add_argument("--server", action="append", default=None,
+                        help="grpc://HOST:PORT[/MODEL]: stream to the model Triton serves there "
+                             "(MODEL: default stae); repeat for several servers, each input "
+                             "going to the one its name hashes to")
     parser.add_argument("--input", "-i", required=True, action="append",
                         help="video file, camera index (0), rtsp:// URL or GStreamer pipeline; "
                              "repeat for several cameras batched through one model")
@@ -46,7 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--realtime", action="store_true",
                         help="pace a file at its frame rate and drop stale frames, like a camera")
     parser.add_argument("--reconnect-attempts", type=int,
-                        default=SourceConfig.reconnect_attempts)
+                        default=SourceConfig.reconnect_attempts,
+                        help="per lost camera, and per lost server sequence with --server (a "
+                             "fresh sequence then starts; counted as a state loss)")
     parser.add_argument("--show", action="store_true", help="show an OpenCV window")
     parser.add_argument("--repeated-frames", choices=REPEAT_MODES, default=RunOptions.repeated_frames,
                         help="hold: a frame that repeats the previous one is not a model step "
@@ -67,19 +81,24 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--show: this OpenCV has no GUI (opencv-python-headless); drop --show "
                           "and use --output, or install opencv-python")
     inputs: list[str] = args.input
-    config = ModelRunConfig(
-        model=args.model,
-        sources=tuple(SourceConfig(uri, loop=args.loop, realtime=True if args.realtime else None,
-                                   reconnect_attempts=args.reconnect_attempts) for uri in inputs),
-        options=RunOptions(horizon=args.horizon, max_frames=args.max_frames, show=args.show,
-                           output_fps=args.output_fps, batch_timeout_ms=args.batch_timeout_ms,
-                           repeated_frames=args.repeated_frames,
-                           repeat_threshold=args.repeat_threshold),
-        outputs=RunOutputs(video=args.output, metrics=args.metrics,
-                           latency_plot=args.latency_plot, force=args.force),
-        provider=args.provider, threads=args.threads, cuda_graphs=args.cuda_graphs,
-        max_batch=args.max_batch)
-    result = run_model(config, progress=not args.quiet)
+    sources = tuple(SourceConfig(uri, loop=args.loop, realtime=True if args.realtime else None,
+                                 reconnect_attempts=args.reconnect_attempts) for uri in inputs)
+    options = RunOptions(horizon=args.horizon, max_frames=args.max_frames, show=args.show,
+                         output_fps=args.output_fps, batch_timeout_ms=args.batch_timeout_ms,
+                         repeated_frames=args.repeated_frames,
+                         repeat_threshold=args.repeat_threshold)
+    outputs = RunOutputs(video=args.output, metrics=args.metrics,
+                         latency_plot=args.latency_plot, force=args.force)
+    if args.server:
+        result = _run_served(args, sources, options, outputs)
+    elif args.model is None:
+        raise ConfigError("give the MODEL (an ONNX file or engine), or --server "
+                          "grpc://HOST:PORT[/MODEL] for a model Triton serves")
+    else:
+        result = run_model(ModelRunConfig(
+            model=args.model, sources=sources, options=options, outputs=outputs,
+            provider=args.provider, threads=args.threads, cuda_graphs=args.cuda_graphs,
+            max_batch=args.max_batch), progress=not args.quiet)
     for files in result.files:
         for path in files.existing():
             print(f"wrote {path}", file=sys.stderr)
@@ -96,6 +115,31 @@ def run(args: argparse.Namespace) -> int:
                                   for uri, s in zip(inputs, result.summaries)],
                       "throughput": result.throughput.to_dict()}))
     return 1 if failed else 0
+
+
+def _run_served(args: argparse.Namespace, sources: tuple[SourceConfig, ...], options: RunOptions,
+                outputs: RunOutputs) -> ModelRunResult:
+    """The run with the model on Triton servers (``--server``)."""
+    local_only = [flag for flag, given in (("MODEL", args.model), ("--threads", args.threads),
+                                           ("--max-batch", args.max_batch),
+                                           ("--cuda-graphs", args.cuda_graphs)) if given]
+    if local_only:
+        raise ConfigError(f"{', '.join(local_only)}: set by the server's model repository "
+                          f"(`stae triton`), not by the client; drop them with --server")
+    if options.horizon != 1:
+        raise ConfigError(f"--horizon {options.horizon}: a served model predicts the next frame "
+                          f"only; forecast further with the ONNX file locally")
+    for index in range(len(sources)):           # refuse existing outputs before connecting
+        outputs.of_stream(index, len(sources))
+    from stae_deploy.serving.triton_predictor import ServedPredictor
+
+    with ServedPredictor.connect(args.server, args.reconnect_attempts, log=_log) as model:
+        return run_sources(model, f"model served at {', '.join(args.server)}", sources,
+                           options, outputs, progress=not args.quiet)
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr)
 
 
 def _has_gui() -> bool:
