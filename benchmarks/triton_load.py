@@ -22,7 +22,9 @@ C x rounds / window seconds; latency = the round (every stream's answer arrives 
 
 Both ways run in the same process tree on the same cores, window after window: for each repeat,
 each concurrency measures Triton and then in-process (the order flips every repeat), and the
-medians over repeats are reported. ``overhead`` is Triton frames/s / in-process frames/s. The
+medians over repeats are reported. ``overhead`` is Triton frames/s / in-process frames/s (of the
+medians; ``paired``: the median of each repeat's ratio, which machine drift between repeats
+does not move). The
 server's mean batch (inferences / executions, from its statistics) shows how well the sequence
 batcher gathered the concurrent sequences. Progress goes to stderr, the table to stdout;
 ``--json``, ``--markdown`` and ``--plot`` (PNG) write files, refusing to overwrite without
@@ -213,6 +215,8 @@ def summarize(concurrency: int, triton: Sequence[Window], local: Sequence[Window
     return {"concurrency": concurrency, "repeats": len(triton),
             "triton_fps": round(triton_fps, 2), "in_process_fps": round(local_fps, 2),
             "overhead_ratio": round(triton_fps / local_fps, 3),
+            "overhead_ratio_paired": round(statistics.median(
+                t.fps / w.fps for t, w in zip(triton, local)), 3),
             "triton_p50_ms": latency(triton, 50), "triton_p99_ms": latency(triton, 99),
             "in_process_p50_ms": latency(local, 50), "in_process_p99_ms": latency(local, 99),
             "server_mean_batch": round(mean_batch, 2),
@@ -225,6 +229,7 @@ TABLE = (   # (header, row field, format)
     ("Triton frames/s", "triton_fps", "{:.1f}"),
     ("in-process frames/s", "in_process_fps", "{:.1f}"),
     ("Triton / in-process", "overhead_ratio", "{:.2f}"),
+    ("paired ratio", "overhead_ratio_paired", "{:.2f}"),
     ("Triton p50 ms", "triton_p50_ms", "{:.1f}"),
     ("Triton p99 ms", "triton_p99_ms", "{:.1f}"),
     ("in-process p50 ms", "in_process_p50_ms", "{:.1f}"),
@@ -261,7 +266,9 @@ def markdown_table(report: Mapping[str, Any]) -> str:
               "the answer arrives (perf_analyzer's sequence mode, self-written: perf_analyzer is "
               f"not installable here); sequences of {settings['sequence_length']} frames. "
               "In process: C streams in one step_many per round. Latency: per request (Triton), "
-              "per round (in process). The client threads share the cores with the server.", ""]
+              "per round (in process). The client threads share the cores with the server. "
+              "Paired ratio: the median of each repeat's Triton / in-process ratio (both "
+              "measured back to back).", ""]
     return "\n".join(lines)
 
 

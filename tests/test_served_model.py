@@ -10,6 +10,7 @@ import pytest
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from stae_deploy.benchmarks.triton_load import LoadSettings, Window, summarize
 from stae_deploy.cli.main import main
 from stae_deploy.export.to_onnx import ExportSettings, export_onnx
 from stae_deploy.runtime.artifact import ArtifactMetadata
@@ -101,3 +102,17 @@ def test_stae_run_refuses_local_only_options_with_a_server(capsys, tmp_path):
     assert "give the MODEL (an ONNX file or engine), or --server" in capsys.readouterr().err
     assert main(["run", "--server", "grpc://127.0.0.1:1", "--input", video]) == 2
     assert "Triton at 127.0.0.1:1" in capsys.readouterr().err
+
+
+def test_load_report_pairs_each_repeat_and_refuses_bad_settings():
+    triton = [Window(400, 10.0, [20.0] * 99 + [90.0]), Window(900, 10.0, [10.0] * 100)]
+    local = [Window(500, 10.0, [16.0] * 100), Window(1000, 10.0, [8.0] * 100)]
+    row = summarize(4, triton, local, mean_batch=2.5)
+    assert (row["triton_fps"], row["in_process_fps"]) == (65.0, 75.0)       # medians
+    assert row["overhead_ratio"] == round(65 / 75, 3)
+    assert row["overhead_ratio_paired"] == round((0.8 + 0.9) / 2, 3)         # per repeat
+    assert row["triton_p99_ms"] == round((20 + 0.01 * 70 + 10) / 2, 2)
+    for field, value in (("concurrency", (0,)), ("seconds", 0.0), ("repeats", 0),
+                         ("sequence_length", 1), ("threads", 0)):
+        with pytest.raises(ConfigError, match=field):
+            LoadSettings(model="m.onnx", **{field: value})
