@@ -92,6 +92,7 @@ class FrameGrabber:
         self.dropped = 0
         self.finished = False                    # the end of a file was read
         self.reconnects = 0
+        self.reconnecting = False                # between losing the source and getting it back
         self._slot: object | None = None
         self._slot_fresh = False                 # written and not yet read
         self._condition = threading.Condition()
@@ -193,6 +194,13 @@ class FrameGrabber:
             self._condition.notify_all()
 
     def _reconnect(self, index: int) -> None:
+        self.reconnecting = True
+        try:
+            self._try_reconnecting(index)
+        finally:
+            self.reconnecting = False
+
+    def _try_reconnecting(self, index: int) -> None:
         uri, attempts = self.config.uri, self.config.reconnect_attempts
         never_opened = self._capture is None
         what = "cannot be opened" if never_opened else f"lost after frame {index}"

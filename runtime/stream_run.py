@@ -20,8 +20,10 @@ from stae_deploy.runtime.files import refuse_overwrite
 from stae_deploy.runtime.plots import save_line_plot
 from stae_deploy.runtime.predictor import Predictor, StepModel
 from stae_deploy.runtime.sources import FrameGrabber, SourceConfig
-from stae_deploy.runtime.streaming import (RunOptions, RunSummary, StreamOutputs, Throughput,
-                                           run_streams)
+from stae_deploy.runtime.event_log import SurpriseEventLog
+from stae_deploy.runtime.live_view import LiveView, ViewSettings
+from stae_deploy.runtime.streaming import (RunOptions, RunSummary, StepObserver, StreamOutputs,
+                                           Throughput, run_streams)
 
 
 @dataclass(frozen=True)
@@ -42,11 +44,13 @@ class StreamFiles:
 @dataclass(frozen=True)
 class RunOutputs:
     """Output files of a run, named as for one stream (see the module doc for several); None:
-    not written. force: overwrite existing files (otherwise they are refused before the run)."""
+    not written. events: one file for every stream's surprise events. force: overwrite existing
+    files (otherwise they are refused before the run)."""
 
     video: str | None = None
     metrics: str | None = None
     latency_plot: str | None = None
+    events: str | None = None            # every stream's surprise events, one JSON-lines file
     force: bool = False
 
     def of_stream(self, index: int, streams: int) -> StreamFiles:
@@ -60,6 +64,14 @@ class RunOutputs:
             return refuse_overwrite(named, self.force)
 
         return StreamFiles(path(self.video), path(self.metrics), path(self.latency_plot))
+
+    def refuse_existing(self, streams: int) -> None:
+        """Raise OutputExistsError for any output file of ``streams`` streams that exists
+        (unless ``force``): before a model is loaded or a server contacted."""
+        for index in range(streams):
+            self.of_stream(index, streams)
+        if self.events is not None:
+            refuse_overwrite(Path(self.events), self.force)
 
 
 @dataclass(frozen=True)
@@ -107,34 +119,49 @@ def _stderr_log(message: str) -> None:
 
 
 def run_model(config: ModelRunConfig, progress: bool = True,
-              log: Callable[[str], None] = _stderr_log) -> ModelRunResult:
+              log: Callable[[str], None] = _stderr_log,
+              view: ViewSettings | None = None) -> ModelRunResult:
     """Load ``config.model`` and :func:`run_sources` through it. Existing output files are
     refused before the model is loaded. ``progress``: a progress bar on stderr."""
-    streams = len(config.sources)
-    for index in range(streams):
-        config.outputs.of_stream(index, streams)
+    config.outputs.refuse_existing(len(config.sources))
     predictor = Predictor.load(config.model, config.provider, config.threads, config.cuda_graphs,
                                config.max_batch)
     backend = config.provider if Path(config.model).suffix == ONNX_SUFFIX else "tensorrt"
     return run_sources(predictor, f"model {config.model} on {backend}", config.sources,
-                       config.options, config.outputs, progress, log)
+                       config.options, config.outputs, progress, log, view)
 
 
 def run_sources(model: StepModel, description: str, sources: Sequence[SourceConfig],
                 options: RunOptions, outputs: RunOutputs, progress: bool = True,
-                log: Callable[[str], None] = _stderr_log) -> ModelRunResult:
+                log: Callable[[str], None] = _stderr_log,
+                view: ViewSettings | None = None) -> ModelRunResult:
     """Drive every source through ``model`` (local, or served: ``description`` says which, for
     the log) until each ends, fails or reaches ``options.max_frames`` (or Ctrl-C), and write
-    each stream's files (``outputs``; existing ones are refused before anything runs)."""
+    each stream's files (``outputs``; existing ones are refused before anything runs). ``view``:
+    serve the live web view (``stae_deploy.runtime.live_view``) while the run lasts."""
     streams = len(sources)
     files = [outputs.of_stream(i, streams) for i in range(streams)]
+    events = refuse_overwrite(Path(outputs.events), outputs.force) if outputs.events else None
+    uris = [source.uri for source in sources]
     height, width = model.frame_hw
     log(f"{description} ({model.metadata.precision}, {height}x{width}, up to "
         f"{model.max_batch or 'any number of'} stream(s) per step); "
         f"input {', '.join(source.uri for source in sources)}")
     max_frames = options.max_frames
     with ExitStack() as stack:
+        observers: list[StepObserver] = []
+        live = stack.enter_context(LiveView(view, uris, options.surprise.threshold)) \
+            if view is not None else None
+        if live is not None:
+            observers.append(live)
+            log(f"live view: {live.url} (metrics: {live.url}metrics, health: {live.url}healthz)")
+        event_log = SurpriseEventLog(events, uris) if events is not None else None
+        if event_log is not None:
+            observers.append(event_log)
+            stack.push(lambda failed, *_: event_log.close(completed=failed is None))
         grabbers = [stack.enter_context(FrameGrabber(source, log=log)) for source in sources]
+        if live is not None:
+            live.watch_sources(grabbers)
         total = sum(max_frames or g.frame_count for g in grabbers) \
             if max_frames or all(g.frame_count for g in grabbers) else None
         bar = stack.enter_context(tqdm(total=total, unit="frame", disable=not progress,
@@ -148,7 +175,7 @@ def run_sources(model: StepModel, description: str, sources: Sequence[SourceConf
 
         summaries, throughput = run_streams(
             model, grabbers, options, [StreamOutputs(f.video, f.metrics) for f in files],
-            on_step=on_step, log=log)
+            on_step=on_step, log=log, observers=observers)
     for source, summary, stream_files in zip(sources, summaries, files):
         if stream_files.latency_plot is not None:
             save_line_plot(stream_files.latency_plot,

@@ -21,7 +21,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence, TextIO
+from typing import Any, Callable, Protocol, Sequence, TextIO
 
 import cv2
 import numpy as np
@@ -35,6 +35,7 @@ from stae_deploy.runtime.metrics import psnr_db
 from stae_deploy.runtime.predictor import StepModel, StreamState
 from stae_deploy.runtime.repeated_frames import REPEAT_MEAN_ABS_DIFF, REPEAT_MODES, FrameCadence
 from stae_deploy.runtime.sources import FrameEvent, FrameGrabber
+from stae_deploy.runtime.surprise import SurpriseSettings, SurpriseTracker, error_db
 
 HEATMAP_GAIN = 4.0   # |error| in [0, 1] x gain -> colour map
 POLL_INTERVAL_S = 0.0005
@@ -53,7 +54,9 @@ class RunOptions:
     :class:`BrokenModelError` (the model is broken, not unlucky). repeated_frames: "hold" (a
     frame that repeats the previous one is not a model step; see
     ``stae_deploy.runtime.repeated_frames``) or "step" (every frame is). repeat_threshold: mean
-    absolute difference (frames in [0, 1]) up to which a frame counts as repeated."""
+    absolute difference (frames in [0, 1]) up to which a frame counts as repeated. surprise:
+    how each frame's prediction error is scored and when an event starts
+    (``stae_deploy.runtime.surprise``)."""
 
     horizon: int = 1
     max_frames: int | None = None
@@ -66,6 +69,7 @@ class RunOptions:
     max_consecutive_nonfinite: int = 3
     repeated_frames: str = "hold"
     repeat_threshold: float = REPEAT_MEAN_ABS_DIFF
+    surprise: SurpriseSettings = field(default_factory=SurpriseSettings)
 
     def __post_init__(self) -> None:
         if self.repeated_frames not in REPEAT_MODES:
@@ -100,6 +104,8 @@ class RunSummary:
     resets: int = 0
     nonfinite_resets: int = 0
     state_losses: int = 0               # the state's host lost it (a served model's restart)
+    reconnects: int = 0                 # source reconnects
+    surprise_events: int = 0
     repeated_frames: int = 0
     infer_ms: list[float] = field(default_factory=list)
     latency_ms: list[float] = field(default_factory=list)
@@ -114,7 +120,8 @@ class RunSummary:
 
         return {"steps": self.steps, "dropped_frames": self.dropped_frames,
                 "resets": self.resets, "nonfinite_resets": self.nonfinite_resets,
-                "state_losses": self.state_losses,
+                "state_losses": self.state_losses, "reconnects": self.reconnects,
+                "surprise_events": self.surprise_events,
                 "repeated_frames": self.repeated_frames,
                 "infer_ms_median": median(self.infer_ms),
                 "capture_to_prediction_ms_median": median(self.latency_ms),
@@ -140,6 +147,24 @@ class Throughput:
                 "mean_batch": round(self.frames / self.runs, 2) if self.runs else None,
                 "frames_per_s": round(self.frames / self.wall_s, 2) if self.wall_s else None,
                 "wall_s": round(self.wall_s, 2)}
+
+
+class StepObserver(Protocol):
+    """Something that watches a run step by step: the live view, the surprise event log.
+
+    wants_panel(i): whether stream i's next step should compose its actual | predicted | error
+    panel for it (composing costs time; say no when nobody looks). on_step(i, record, summary,
+    panel): after each step of stream i: the step's metrics record (see :class:`_StreamLoop`),
+    the stream's running summary, and the BGR panel when asked for. on_end(i, summary): stream
+    i is done (``summary.error`` says why if it failed).
+    """
+
+    def wants_panel(self, index: int) -> bool: ...
+
+    def on_step(self, index: int, record: dict[str, Any], summary: RunSummary,
+                panel: np.ndarray | None) -> None: ...
+
+    def on_end(self, index: int, summary: RunSummary) -> None: ...
 
 
 def error_heatmap(predicted: np.ndarray, actual: np.ndarray) -> np.ndarray:
@@ -178,8 +203,11 @@ class _StreamLoop:
     """One source's share of the loop: its grabber, its model stream, metrics and sinks."""
 
     def __init__(self, index: int, grabber: FrameGrabber, stream: StreamState,
-                 outputs: StreamOutputs, options: RunOptions):
+                 outputs: StreamOutputs, options: RunOptions,
+                 observers: Sequence[StepObserver] = ()):
         self.index, self.grabber, self.stream, self.options = index, grabber, stream, options
+        self.observers = list(observers)
+        self.surprise = SurpriseTracker(options.surprise)
         self.summary = RunSummary()
         self.done = False
         self.previous_prediction: np.ndarray | None = None
@@ -212,6 +240,7 @@ class _StreamLoop:
             if event.reset:
                 self.stream.reset()
                 self.cadence.reset()
+                self.surprise.reset()
                 self.summary.resets += 1
                 self.previous_prediction = self.previous_frame = self.pending = None
         return event
@@ -247,12 +276,20 @@ class _StreamLoop:
         record: dict[str, Any] = {"step": summary.steps + 1, "source_frame": event.index,
                                   "reset": event.reset, "nonfinite": nonfinite,
                                   "repeated": repeated, "state_lost": state_lost}
+        panel = None
+        watching = [o for o in self.observers if o.wants_panel(self.index)]
         if self.previous_prediction is not None and self.previous_frame is not None:
             summary.psnr_db.append(psnr_db(np.clip(self.previous_prediction, 0, 1), frame))
             summary.copy_last_psnr_db.append(psnr_db(self.previous_frame, frame))
             record.update(psnr_db=round(summary.psnr_db[-1], 3),
                           copy_last_psnr_db=round(summary.copy_last_psnr_db[-1], 3))
-            if self.video is not None or options.show:      # compose only for a sink
+            if not repeated:                 # a repeat brings nothing new to be surprised by
+                score, started = self.surprise.observe(event.index,
+                                                       error_db(summary.psnr_db[-1]))
+                summary.surprise_events += started is not None
+                record.update(surprise=None if score is None else round(score, 3),
+                              surprise_event=started is not None)
+            if self.video is not None or options.show or watching:   # compose only for a sink
                 panel = side_by_side([
                     ("actual", model_frame_to_bgr(frame)),
                     ("predicted", model_frame_to_bgr(self.previous_prediction)),
@@ -267,6 +304,7 @@ class _StreamLoop:
         t3 = time.perf_counter()
         summary.steps += 1
         summary.dropped_frames = self.grabber.dropped
+        summary.reconnects = self.grabber.reconnects
         summary.infer_ms.append((t2 - t1) * 1e3)
         summary.latency_ms.append((t2 - event.captured_at) * 1e3)
         record.update(preprocess_ms=round((t1 - t0) * 1e3, 3), infer_ms=round((t2 - t1) * 1e3, 3),
@@ -275,6 +313,9 @@ class _StreamLoop:
                       dropped_frames=self.grabber.dropped)
         if self.metrics is not None:
             self.metrics.write(record)
+        for observer in self.observers:
+            observer.on_step(self.index, record, summary,
+                             panel if observer in watching else None)
         return record
 
     def _count_nonfinite(self, error: NonFiniteStateError, now: float,
@@ -304,14 +345,16 @@ class _StreamLoop:
 def run_streams(predictor: StepModel, grabbers: Sequence[FrameGrabber], options: RunOptions,
                 outputs: Sequence[StreamOutputs] | None = None,
                 on_step: Callable[[int, RunSummary, dict[str, Any]], None] | None = None,
-                log: Callable[[str], None] = print) -> tuple[list[RunSummary], Throughput]:
+                log: Callable[[str], None] = print, observers: Sequence[StepObserver] = ()
+                ) -> tuple[list[RunSummary], Throughput]:
     """Drive ``predictor`` over every grabber until each source ends, fails or reaches
-    ``max_frames`` (or Ctrl-C). ``outputs[i]`` are stream i's sinks. Returns one summary per
-    stream (a failed source's ``error`` says why) and the combined throughput."""
+    ``max_frames`` (or Ctrl-C). ``outputs[i]`` are stream i's sinks; ``observers`` watch every
+    step (:class:`StepObserver`). Returns one summary per stream (a failed source's ``error``
+    says why) and the combined throughput."""
     outputs = list(outputs) if outputs is not None else [StreamOutputs() for _ in grabbers]
     if len(outputs) != len(grabbers):
         raise ConfigError(f"outputs: {len(outputs)} for {len(grabbers)} sources")
-    loops = [_StreamLoop(i, g, predictor.new_stream(g.config.uri), o, options)
+    loops = [_StreamLoop(i, g, predictor.new_stream(g.config.uri), o, options, observers)
              for i, (g, o) in enumerate(zip(grabbers, outputs))]
     throughput, start, completed = Throughput(), time.perf_counter(), False
     try:
@@ -348,6 +391,8 @@ def run_streams(predictor: StepModel, grabbers: Sequence[FrameGrabber], options:
         for loop in loops:
             loop.summary.wall_s = throughput.wall_s
             loop.close(completed)
+            for observer in observers:
+                observer.on_end(loop.index, loop.summary)
     return [loop.summary for loop in loops], throughput
 
 

@@ -18,9 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from stae_deploy.cli.args import add_provider
 from stae_deploy.runtime.errors import ConfigError, SourceError
+from stae_deploy.runtime.live_view import ViewSettings
+from stae_deploy.runtime.surprise import SurpriseSettings
 from stae_deploy.runtime.sources import SourceConfig
 from stae_deploy.runtime.stream_run import (ModelRunConfig, ModelRunResult, RunOutputs,
                                             run_model, run_sources)
@@ -70,6 +73,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="mean absolute difference (frames in [0, 1]) up to which a frame "
                              "repeats the previous one")
     parser.add_argument("--output-fps", type=float, default=RunOptions.output_fps)
+    parser.add_argument("--serve", default=None, metavar="HOST:PORT",
+                        help="a live web view while the run lasts: one tile per stream, "
+                             "/metrics (Prometheus) and /healthz (e.g. 127.0.0.1:8080)")
+    parser.add_argument("--serve-remote", action="store_true",
+                        help="allow --serve on an address other machines can reach")
+    parser.add_argument("--events", default=None,
+                        help="write every stream's surprise events here (JSON lines)")
+    parser.add_argument("--surprise-threshold", type=float, default=SurpriseSettings.threshold,
+                        help="surprise score (robust standard deviations of the stream's own "
+                             "recent prediction error) at which an event starts")
     parser.add_argument("--force", action="store_true", help="overwrite existing output files")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
 
@@ -86,11 +99,13 @@ def run(args: argparse.Namespace) -> int:
     options = RunOptions(horizon=args.horizon, max_frames=args.max_frames, show=args.show,
                          output_fps=args.output_fps, batch_timeout_ms=args.batch_timeout_ms,
                          repeated_frames=args.repeated_frames,
-                         repeat_threshold=args.repeat_threshold)
+                         repeat_threshold=args.repeat_threshold,
+                         surprise=SurpriseSettings(threshold=args.surprise_threshold))
     outputs = RunOutputs(video=args.output, metrics=args.metrics,
-                         latency_plot=args.latency_plot, force=args.force)
+                         latency_plot=args.latency_plot, events=args.events, force=args.force)
+    view = ViewSettings.parse(args.serve, args.serve_remote) if args.serve else None
     if args.server:
-        result = _run_served(args, sources, options, outputs)
+        result = _run_served(args, sources, options, outputs, view)
     elif args.model is None:
         raise ConfigError("give the MODEL (an ONNX file or engine), or --server "
                           "grpc://HOST:PORT[/MODEL] for a model Triton serves")
@@ -98,10 +113,12 @@ def run(args: argparse.Namespace) -> int:
         result = run_model(ModelRunConfig(
             model=args.model, sources=sources, options=options, outputs=outputs,
             provider=args.provider, threads=args.threads, cuda_graphs=args.cuda_graphs,
-            max_batch=args.max_batch), progress=not args.quiet)
+            max_batch=args.max_batch), progress=not args.quiet, view=view)
     for files in result.files:
         for path in files.existing():
             print(f"wrote {path}", file=sys.stderr)
+    if args.events and Path(args.events).exists():
+        print(f"wrote {args.events}", file=sys.stderr)
     failed = [(i, uri, s.error) for i, (uri, s) in enumerate(zip(inputs, result.summaries))
               if s.error]
     if len(inputs) == 1:
@@ -118,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_served(args: argparse.Namespace, sources: tuple[SourceConfig, ...], options: RunOptions,
-                outputs: RunOutputs) -> ModelRunResult:
+                outputs: RunOutputs, view: ViewSettings | None) -> ModelRunResult:
     """The run with the model on Triton servers (``--server``)."""
     local_only = [flag for flag, given in (("MODEL", args.model), ("--threads", args.threads),
                                            ("--max-batch", args.max_batch),
@@ -129,13 +146,12 @@ def _run_served(args: argparse.Namespace, sources: tuple[SourceConfig, ...], opt
     if options.horizon != 1:
         raise ConfigError(f"--horizon {options.horizon}: a served model predicts the next frame "
                           f"only; forecast further with the ONNX file locally")
-    for index in range(len(sources)):           # refuse existing outputs before connecting
-        outputs.of_stream(index, len(sources))
+    outputs.refuse_existing(len(sources))       # before connecting
     from stae_deploy.serving.triton_predictor import ServedPredictor
 
     with ServedPredictor.connect(args.server, args.reconnect_attempts, log=_log) as model:
         return run_sources(model, f"model served at {', '.join(args.server)}", sources,
-                           options, outputs, progress=not args.quiet)
+                           options, outputs, progress=not args.quiet, view=view)
 
 
 def _log(message: str) -> None:
