@@ -3,7 +3,7 @@ written atomically (a partial file never has the final name)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from stae_deploy.runtime.files import atomic_path
 from stae_deploy.runtime.plots import save_figure
@@ -62,6 +62,19 @@ def markdown_table(report: dict[str, Any]) -> str:
             lines.append(f"| {row['backend']} | {_size(row)} | "
                          + ", ".join(f"{op} {share:.0%}" for op, share in shares) + " |")
     return "\n".join(lines) + "\n"
+
+
+def fixed_width_table(lines: Sequence[Sequence[str]]) -> str:
+    """Rows of cells (the first row: the headers), right-aligned in columns, for the terminal."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    return "\n".join("  ".join(cell.rjust(width) for cell, width in zip(line, widths))
+                     for line in lines)
+
+
+def markdown_rows(lines: Sequence[Sequence[str]]) -> list[str]:
+    """Rows of cells (the first row: the headers) as the lines of a markdown table."""
+    return (["| " + " | ".join(lines[0]) + " |", "|" + "---|" * len(lines[0])]
+            + ["| " + " | ".join(line) + " |" for line in lines[1:]])
 
 
 def write_text(path: Path, text: str) -> Path:

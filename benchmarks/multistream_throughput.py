@@ -44,7 +44,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from stae_deploy.benchmarks.bench_report import write_text
+from stae_deploy.benchmarks.bench_report import fixed_width_table, markdown_rows, write_text
 from stae_deploy.runtime.backends.onnxruntime_backend import PROVIDERS
 from stae_deploy.runtime.errors import ConfigError, NonFiniteStateError, exit_code_of
 from stae_deploy.runtime.files import refuse_overwrite
@@ -172,10 +172,7 @@ def _cells(row: Mapping[str, Any]) -> list[str]:
 
 def text_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """Fixed-width table of the report rows, for the terminal."""
-    lines = [[header for header, _, _ in TABLE]] + [_cells(row) for row in rows]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(TABLE))]
-    return "\n".join("  ".join(cell.rjust(width) for cell, width in zip(line, widths))
-                     for line in lines)
+    return fixed_width_table([[header for header, _, _ in TABLE]] + [_cells(row) for row in rows])
 
 
 def markdown_table(report: Mapping[str, Any]) -> str:
@@ -185,10 +182,9 @@ def markdown_table(report: Mapping[str, Any]) -> str:
              f"{report['frame_hw'][1]}), {host['provider']}, threads: {host['threads']}, on "
              f"{host['cpu']} ({host['cpu_count']} CPUs, {host['cpus_available']} available); "
              f"onnxruntime {host['onnxruntime']}; median of {settings['rounds']} rounds after "
-             f"{settings['warmup_rounds']} warm-up, the two ways interleaved round by round.", "",
-             "| " + " | ".join(header for header, _, _ in TABLE) + " |",
-             "|" + "---|" * len(TABLE)]
-    lines += ["| " + " | ".join(_cells(row)) + " |" for row in report["rows"]]
+             f"{settings['warmup_rounds']} warm-up, the two ways interleaved round by round.", ""]
+    lines += markdown_rows([[header for header, _, _ in TABLE]]
+                           + [_cells(row) for row in report["rows"]])
     lines += ["", "A round feeds every stream one frame. Batched: one step_many of all streams "
               "(one run of batch N); one at a time: the same step_many with max_batch=1 (N runs "
               "of batch 1). frames/s = streams / median round time; speed-up = one-at-a-time "

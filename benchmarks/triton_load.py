@@ -47,7 +47,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from stae_deploy.benchmarks.bench_report import write_text
+from stae_deploy.benchmarks.bench_report import fixed_width_table, markdown_rows, write_text
 from stae_deploy.benchmarks.multistream_throughput import (CLIP_ORDER, percentile, round_frames,
                                                            stream_sources)
 from stae_deploy.runtime.errors import ConfigError, exit_code_of
@@ -244,10 +244,7 @@ def _cells(row: Mapping[str, Any]) -> list[str]:
 
 def text_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """Fixed-width table of the report rows, for the terminal."""
-    lines = [[header for header, _, _ in TABLE]] + [_cells(row) for row in rows]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(TABLE))]
-    return "\n".join("  ".join(cell.rjust(width) for cell, width in zip(line, widths))
-                     for line in lines)
+    return fixed_width_table([[header for header, _, _ in TABLE]] + [_cells(row) for row in rows])
 
 
 def markdown_table(report: Mapping[str, Any]) -> str:
@@ -258,10 +255,9 @@ def markdown_table(report: Mapping[str, Any]) -> str:
              f"onnxruntime CPU, threads: {host['threads']}) vs in-process `step_many`, on "
              f"{host['cpu']} ({host['cpu_count']} CPUs, {host['cpus_available']} available); "
              f"median of {settings['repeats']} windows of {settings['seconds']:g} s (after "
-             f"{settings['warmup_s']:g} s of load) per cell, the ways interleaved.", "",
-             "| " + " | ".join(header for header, _, _ in TABLE) + " |",
-             "|" + "---|" * len(TABLE)]
-    lines += ["| " + " | ".join(_cells(row)) + " |" for row in report["rows"]]
+             f"{settings['warmup_s']:g} s of load) per cell, the ways interleaved.", ""]
+    lines += markdown_rows([[header for header, _, _ in TABLE]]
+                           + [_cells(row) for row in report["rows"]])
     lines += ["", "Triton: C sequences, each its own gRPC connection sending the next frame when "
               "the answer arrives (perf_analyzer's sequence mode, self-written: perf_analyzer is "
               f"not installable here); sequences of {settings['sequence_length']} frames. "

@@ -4,7 +4,6 @@ server is added, and `stae run --server` refuses what only a local model takes."
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from google.protobuf import json_format, text_format
@@ -12,7 +11,6 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from stae_deploy.benchmarks.triton_load import LoadSettings, Window, summarize
 from stae_deploy.cli.main import main
-from stae_deploy.export.to_onnx import ExportSettings, export_onnx
 from stae_deploy.runtime.artifact import ArtifactMetadata
 from stae_deploy.runtime.errors import ArtifactError, ConfigError
 from stae_deploy.runtime.onnx_artifact import OnnxArtifact
@@ -22,15 +20,6 @@ from stae_deploy.serving.triton_python_repository import write_python_repository
 from stae_deploy.serving.triton_repository import (TritonOptions, metadata_from_model_config,
                                                    metadata_parameters_pbtxt, write_repository)
 
-from conftest import SMALL_CONFIG, random_provenance, seeded_model
-
-
-@pytest.fixture(scope="module")
-def dynamic_onnx(tmp_path_factory) -> Path:
-    model = seeded_model(SMALL_CONFIG)
-    path = tmp_path_factory.mktemp("served") / "small_dyn.onnx"
-    export_onnx(model, path, random_provenance(model), ExportSettings(dynamic_batch=True))
-    return path
 
 
 def served_config(config_pbtxt: str) -> dict:
@@ -40,20 +29,20 @@ def served_config(config_pbtxt: str) -> dict:
 
 
 @pytest.mark.parametrize("backend", ["python", "onnxruntime"])
-def test_both_repositories_carry_the_artifact_metadata_in_their_config(dynamic_onnx, tmp_path,
-                                                                       backend):
+def test_both_repositories_carry_the_artifact_metadata_in_their_config(
+        small_dynamic_onnx_path, tmp_path, backend):
     if backend == "python":
-        written = write_python_repository(dynamic_onnx, tmp_path, TritonOptions())
-        expected = OnnxArtifact.open(dynamic_onnx).metadata
+        written = write_python_repository(small_dynamic_onnx_path, tmp_path, TritonOptions())
+        expected = OnnxArtifact.open(small_dynamic_onnx_path).metadata
     else:
-        written = write_repository(dynamic_onnx, tmp_path, TritonOptions())
+        written = write_repository(small_dynamic_onnx_path, tmp_path, TritonOptions())
         expected = OnnxArtifact.open(written.model_file).metadata   # the Triton copy
     got = metadata_from_model_config(served_config(written.config.read_text()), "test")
     assert got.to_props() == expected.to_props()
 
 
-def test_metadata_survives_quotes_backslashes_newlines_and_non_ascii(dynamic_onnx):
-    original = OnnxArtifact.open(dynamic_onnx).metadata
+def test_metadata_survives_quotes_backslashes_newlines_and_non_ascii(small_dynamic_onnx_path):
+    original = OnnxArtifact.open(small_dynamic_onnx_path).metadata
     odd = ArtifactMetadata(original.spec, original.config, notes={
         "where": 'C:\\clips\\"night"\nsecond line, caf\u00e9'})
     back = metadata_from_model_config(served_config(metadata_parameters_pbtxt(odd)), "test")
