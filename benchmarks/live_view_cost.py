@@ -9,7 +9,8 @@ Each run streams ``--streams`` real clips (carphone, city, motion in turn) throu
 fast as the model allows). "served" runs with the live view and a viewer doing what the page
 does: one MJPEG connection per stream, ``/api/streams`` every second, and ``/metrics`` every
 second (a scraper). The viewer is its own process, as a browser would be, on the same cores:
-its CPU time is counted in the cost. The two ways alternate which goes first in each repeat; the report gives each way's
+its CPU time is counted in the cost, and reported (cores it kept busy, from the children's
+rusage) so that what a browser on another machine would not cost can be told apart. The two ways alternate which goes first in each repeat; the report gives each way's
 median frames/s and the median of the per-repeat ratios (served / plain).
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import resource
 import statistics
 import sys
 import threading
@@ -60,9 +62,10 @@ def _viewer(url: str, streams: int) -> None:
 
 
 def one_run(predictor: Predictor, clips: Sequence[str], frames: int, served: bool,
-            max_fps: float) -> float:
-    """Frames/s of all streams together over one run (with the view and a viewer if
-    ``served``)."""
+            max_fps: float) -> tuple[float, float]:
+    """(frames/s of all streams together, the viewer's CPU seconds per run second) of one run,
+    with the view and a viewer if ``served``."""
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with ExitStack() as stack:
         grabbers = [stack.enter_context(FrameGrabber(SourceConfig(clip), log=lambda _: None))
                     for clip in clips]
@@ -75,11 +78,15 @@ def one_run(predictor: Predictor, clips: Sequence[str], frames: int, served: boo
             viewer = multiprocessing.get_context("fork").Process(
                 target=_viewer, args=(view.url, len(clips)), daemon=True)
             viewer.start()
+            stack.callback(viewer.join)
             stack.callback(viewer.terminate)
             time.sleep(0.5)                       # the page is open before the run starts
         _, throughput = run_streams(predictor, grabbers, RunOptions(max_frames=frames),
                                     observers=observers, log=lambda _: None)
-    return throughput.frames / throughput.wall_s
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    viewer_cpu_s = (children.ru_utime + children.ru_stime
+                    - children_before.ru_utime - children_before.ru_stime)
+    return throughput.frames / throughput.wall_s, viewer_cpu_s / throughput.wall_s
 
 
 def run(model: str, streams: int, frames: int, repeats: int, max_fps: float,
@@ -89,9 +96,13 @@ def run(model: str, streams: int, frames: int, repeats: int, max_fps: float,
     predictor = Predictor.load(model)
     clips = [str(fetch(CLIP_ORDER[i % len(CLIP_ORDER)])) for i in range(streams)]
     fps: dict[str, list[float]] = {"plain": [], "served": []}
+    viewer_cores: list[float] = []
     for repeat in range(repeats):
         for way in (("plain", "served") if repeat % 2 == 0 else ("served", "plain")):
-            fps[way].append(one_run(predictor, clips, frames, way == "served", max_fps))
+            frames_per_s, cores = one_run(predictor, clips, frames, way == "served", max_fps)
+            fps[way].append(frames_per_s)
+            if way == "served":
+                viewer_cores.append(cores)
             print(f"repeat {repeat + 1}/{repeats}, {way}: {fps[way][-1]:.1f} frames/s",
                   file=sys.stderr, flush=True)
     ratios = [s / p for s, p in zip(fps["served"], fps["plain"])]
@@ -103,11 +114,13 @@ def run(model: str, streams: int, frames: int, repeats: int, max_fps: float,
               "served_fps_median": round(statistics.median(fps["served"]), 2),
               "ratio_paired_median": round(statistics.median(ratios), 4),
               "cost_percent": round(100 * (1 - statistics.median(ratios)), 2),
+              "viewer_cpu_cores_median": round(statistics.median(viewer_cores), 4),
               "plain_fps": [round(v, 2) for v in fps["plain"]],
               "served_fps": [round(v, 2) for v in fps["served"]]}
     print(f"plain {report['plain_fps_median']} frames/s, served with a viewer "
           f"{report['served_fps_median']} frames/s; cost {report['cost_percent']} % (median of "
-          f"{repeats} paired ratios)")
+          f"{repeats} paired ratios); the viewer process used "
+          f"{report['viewer_cpu_cores_median']:.3f} cores")
     if output is not None:
         write_text(output, json.dumps(report, indent=2) + "\n")
         print(f"wrote {output}", file=sys.stderr)
