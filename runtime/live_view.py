@@ -35,7 +35,7 @@ from stae_deploy.runtime.run_metrics import CONTENT_TYPE, RunMetrics
 from stae_deploy.runtime.sources import FrameGrabber
 from stae_deploy.runtime.streaming import RunSummary
 
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 VIEWER_IDLE_S = 5.0          # no request for this long: nobody is watching
 BOUNDARY = "stae-frame"
 SCORE_HISTORY = 300          # surprise scores kept per stream for the page's plot
