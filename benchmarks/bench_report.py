@@ -3,7 +3,7 @@ written atomically (a partial file never has the final name)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from stae_deploy.runtime.files import atomic_path
 from stae_deploy.runtime.plots import save_figure
@@ -62,6 +62,13 @@ def markdown_table(report: dict[str, Any]) -> str:
             lines.append(f"| {row['backend']} | {_size(row)} | "
                          + ", ".join(f"{op} {share:.0%}" for op, share in shares) + " |")
     return "\n".join(lines) + "\n"
+
+
+def table_grid(columns: Sequence[Sequence[Any]], rows: Sequence[Any],
+               cells: Callable[[Any], list[str]]) -> list[list[str]]:
+    """The headers (first item of each column) and ``cells(row)`` of each row: the grid that
+    :func:`fixed_width_table` and :func:`markdown_rows` print."""
+    return [[column[0] for column in columns]] + [cells(row) for row in rows]
 
 
 def fixed_width_table(lines: Sequence[Sequence[str]]) -> str:

@@ -44,7 +44,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from stae_deploy.benchmarks.bench_report import fixed_width_table, markdown_rows, write_text
+from stae_deploy.benchmarks.bench_report import (fixed_width_table, markdown_rows, table_grid,
+                                                  write_text)
 from stae_deploy.runtime.backends.onnxruntime_backend import PROVIDERS
 from stae_deploy.runtime.errors import ConfigError, NonFiniteStateError, exit_code_of
 from stae_deploy.runtime.files import refuse_overwrite
@@ -172,7 +173,7 @@ def _cells(row: Mapping[str, Any]) -> list[str]:
 
 def text_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """Fixed-width table of the report rows, for the terminal."""
-    return fixed_width_table([[header for header, _, _ in TABLE]] + [_cells(row) for row in rows])
+    return fixed_width_table(table_grid(TABLE, rows, _cells))
 
 
 def markdown_table(report: Mapping[str, Any]) -> str:
@@ -183,8 +184,7 @@ def markdown_table(report: Mapping[str, Any]) -> str:
              f"{host['cpu']} ({host['cpu_count']} CPUs, {host['cpus_available']} available); "
              f"onnxruntime {host['onnxruntime']}; median of {settings['rounds']} rounds after "
              f"{settings['warmup_rounds']} warm-up, the two ways interleaved round by round.", ""]
-    lines += markdown_rows([[header for header, _, _ in TABLE]]
-                           + [_cells(row) for row in report["rows"]])
+    lines += markdown_rows(table_grid(TABLE, report["rows"], _cells))
     lines += ["", "A round feeds every stream one frame. Batched: one step_many of all streams "
               "(one run of batch N); one at a time: the same step_many with max_batch=1 (N runs "
               "of batch 1). frames/s = streams / median round time; speed-up = one-at-a-time "

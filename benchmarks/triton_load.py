@@ -47,7 +47,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from stae_deploy.benchmarks.bench_report import fixed_width_table, markdown_rows, write_text
+from stae_deploy.benchmarks.bench_report import (fixed_width_table, markdown_rows, table_grid,
+                                                  write_text)
 from stae_deploy.benchmarks.multistream_throughput import (CLIP_ORDER, percentile, round_frames,
                                                            stream_sources)
 from stae_deploy.runtime.errors import ConfigError, exit_code_of
@@ -242,11 +243,6 @@ def _cells(row: Mapping[str, Any]) -> list[str]:
     return [form.format(row[key]) for _, key, form in TABLE]
 
 
-def text_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Fixed-width table of the report rows, for the terminal."""
-    return fixed_width_table([[header for header, _, _ in TABLE]] + [_cells(row) for row in rows])
-
-
 def markdown_table(report: Mapping[str, Any]) -> str:
     """The report as markdown: model and machine, the table, and how it was measured."""
     host, settings = report["machine"], report["settings"]
@@ -256,8 +252,7 @@ def markdown_table(report: Mapping[str, Any]) -> str:
              f"{host['cpu']} ({host['cpu_count']} CPUs, {host['cpus_available']} available); "
              f"median of {settings['repeats']} windows of {settings['seconds']:g} s (after "
              f"{settings['warmup_s']:g} s of load) per cell, the ways interleaved.", ""]
-    lines += markdown_rows([[header for header, _, _ in TABLE]]
-                           + [_cells(row) for row in report["rows"]])
+    lines += markdown_rows(table_grid(TABLE, report["rows"], _cells))
     lines += ["", "Triton: C sequences, each its own gRPC connection sending the next frame when "
               "the answer arrives (perf_analyzer's sequence mode, self-written: perf_analyzer is "
               f"not installable here); sequences of {settings['sequence_length']} frames. "
@@ -356,7 +351,7 @@ def run(settings: LoadSettings, json_path: Path | None = None, markdown_path: Pa
                            "queue_delay_us": settings.queue_delay_us,
                            "clips": list(CLIP_ORDER)},
               "rows": rows}
-    print(text_table(rows))
+    print(fixed_width_table(table_grid(TABLE, rows, _cells)))
     if "json" in outputs:
         write_text(outputs["json"], json.dumps(report, indent=2) + "\n")
     if "markdown" in outputs:
