@@ -6,19 +6,21 @@ one open browser's worth of requests, side by side.
 
 Each run streams ``--streams`` real clips (carphone, city, motion in turn) through
 ``run_streams`` for ``--frames`` frames per stream, every frame (files unpaced, so the run is as
-fast as the model allows). "served" runs with the live view and a viewer doing what the page
-does: one MJPEG connection per stream, ``/api/streams`` every second, and ``/metrics`` every
-second (a scraper). The viewer is its own process, as a browser would be, on the same cores:
-its CPU time is counted in the cost, and reported (cores it kept busy, from the children's
-rusage) so that what a browser on another machine would not cost can be told apart. The two ways alternate which goes first in each repeat; the report gives each way's
-median frames/s and the median of the per-repeat ratios (served / plain).
+fast as the model allows), three ways: "plain" without the view; "served" with the live view
+and a viewer doing what the page does (one MJPEG connection per stream, ``/api/streams`` and
+``/metrics`` every second) in its own spawned process on the same cores, as a browser on this
+machine would be; "served_idle_viewer" the same with the viewer at idle priority, so that it
+never preempts the run: what serving costs the run when the browser is on another machine. The
+report gives, per served way, the median of the paired ratios to plain, the viewer's CPU (cores
+it kept busy while watching) and the panels per second it received (the view's own threads run
+at idle priority, so under a saturated CPU they show fewer panels rather than slow the run).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import multiprocessing
-import resource
+import os
 import statistics
 import sys
 import threading
@@ -32,7 +34,7 @@ from stae_deploy.benchmarks.bench_report import write_text
 from stae_deploy.benchmarks.multistream_throughput import CLIP_ORDER
 from stae_deploy.runtime.errors import exit_code_of
 from stae_deploy.runtime.files import refuse_overwrite
-from stae_deploy.runtime.live_view import LiveView, ViewSettings
+from stae_deploy.runtime.live_view import BOUNDARY, LiveView, ViewSettings
 from stae_deploy.runtime.machine import machine_info
 from stae_deploy.runtime.predictor import Predictor
 from stae_deploy.runtime.sources import FrameGrabber, SourceConfig
@@ -42,85 +44,101 @@ from stae_deploy.stae_ref.footage import fetch
 POLL_INTERVAL_S = 1.0
 
 
-def _viewer(url: str, streams: int) -> None:
-    """What one open page does, plus a scraper: MJPEG per stream, the API and /metrics (until
-    the process is terminated)."""
-    stop = threading.Event()
+WAYS = ("plain", "served", "served_idle_viewer")
+
+
+def _viewer(url: str, idle: bool, panels_received: Any, cpu_s: Any) -> None:
+    """What one open page does, plus a scraper: MJPEG per stream (counting the panels received
+    in ``panels_received[stream]``), the API and /metrics every second, until terminated;
+    ``cpu_s.value``: this process's CPU seconds since it started watching (every second).
+    ``idle``: at Linux's idle priority, so that it never preempts the run (a browser on
+    another machine)."""
+    if idle:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    start_cpu_s = time.process_time()
 
     def watch(index: int) -> None:
-        with urllib.request.urlopen(f"{url}stream/{index}.mjpg", timeout=30) as answer:
-            while answer.read(65536):
-                pass
+        marker = f"--{BOUNDARY}".encode()
+        with urllib.request.urlopen(f"{url}stream/{index}.mjpg", timeout=60) as answer:
+            while chunk := answer.read1(65536):
+                panels_received[index] += chunk.count(marker)
 
-    watchers = [threading.Thread(target=watch, args=(i,), daemon=True) for i in range(streams)]
-    for watcher in watchers:
-        watcher.start()
-    while not stop.wait(POLL_INTERVAL_S):
+    for index in range(len(panels_received)):
+        threading.Thread(target=watch, args=(index,), daemon=True).start()
+    while True:
         for path in ("api/streams", "metrics"):
-            with urllib.request.urlopen(url + path, timeout=30) as answer:
+            with urllib.request.urlopen(url + path, timeout=60) as answer:
                 answer.read()
+        cpu_s.value = time.process_time() - start_cpu_s
+        time.sleep(POLL_INTERVAL_S)
 
 
-def one_run(predictor: Predictor, clips: Sequence[str], frames: int, served: bool,
-            max_fps: float) -> tuple[float, float]:
-    """(frames/s of all streams together, the viewer's CPU seconds per run second) of one run,
-    with the view and a viewer if ``served``."""
-    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+def one_run(predictor: Predictor, clips: Sequence[str], frames: int, way: str,
+            max_fps: float) -> tuple[float, float, float]:
+    """(frames/s of all streams together, the viewer's CPU seconds per run second, panels/s
+    the viewer received per stream) of one run ``way`` (one of :data:`WAYS`)."""
+    context = multiprocessing.get_context("spawn")    # a fresh process, as a browser is
+    panels_received = context.Array("i", len(clips), lock=False)
+    viewer_cpu_s = context.Value("d", 0.0, lock=False)
     with ExitStack() as stack:
         grabbers = [stack.enter_context(FrameGrabber(SourceConfig(clip), log=lambda _: None))
                     for clip in clips]
         observers = []
-        if served:
+        if way != "plain":
             view = stack.enter_context(LiveView(ViewSettings(port=0, max_fps=max_fps), clips,
                                                 6.0))
             view.watch_sources(grabbers)
             observers.append(view)
-            viewer = multiprocessing.get_context("fork").Process(
-                target=_viewer, args=(view.url, len(clips)), daemon=True)
+            viewer = context.Process(target=_viewer, daemon=True, args=(
+                view.url, way == "served_idle_viewer", panels_received, viewer_cpu_s))
             viewer.start()
             stack.callback(viewer.join)
             stack.callback(viewer.terminate)
-            time.sleep(0.5)                       # the page is open before the run starts
+            while not view.watched():             # the page is open before the run starts
+                time.sleep(0.05)
         _, throughput = run_streams(predictor, grabbers, RunOptions(max_frames=frames),
                                     observers=observers, log=lambda _: None)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    viewer_cpu_s = (children.ru_utime + children.ru_stime
-                    - children_before.ru_utime - children_before.ru_stime)
-    return throughput.frames / throughput.wall_s, viewer_cpu_s / throughput.wall_s
+    panels_per_s = statistics.fmean(panels_received) / throughput.wall_s
+    return (throughput.frames / throughput.wall_s, viewer_cpu_s.value / throughput.wall_s,
+            panels_per_s)
 
 
 def run(model: str, streams: int, frames: int, repeats: int, max_fps: float,
         json_path: Path | None = None, force: bool = False) -> dict[str, Any]:
-    """Measure both ways ``repeats`` times, interleaved; print and return the report."""
+    """Measure every way ``repeats`` times, interleaved (the order reversed every other
+    repeat); print and return the report."""
     output = refuse_overwrite(json_path, force) if json_path else None
     predictor = Predictor.load(model)
     clips = [str(fetch(CLIP_ORDER[i % len(CLIP_ORDER)])) for i in range(streams)]
-    fps: dict[str, list[float]] = {"plain": [], "served": []}
-    viewer_cores: list[float] = []
+    runs: dict[str, list[tuple[float, float, float]]] = {way: [] for way in WAYS}
     for repeat in range(repeats):
-        for way in (("plain", "served") if repeat % 2 == 0 else ("served", "plain")):
-            frames_per_s, cores = one_run(predictor, clips, frames, way == "served", max_fps)
-            fps[way].append(frames_per_s)
-            if way == "served":
-                viewer_cores.append(cores)
-            print(f"repeat {repeat + 1}/{repeats}, {way}: {fps[way][-1]:.1f} frames/s",
+        for way in (WAYS if repeat % 2 == 0 else WAYS[::-1]):
+            runs[way].append(one_run(predictor, clips, frames, way, max_fps))
+            print(f"repeat {repeat + 1}/{repeats}, {way}: {runs[way][-1][0]:.1f} frames/s",
                   file=sys.stderr, flush=True)
-    ratios = [s / p for s, p in zip(fps["served"], fps["plain"])]
-    report = {"model": Path(model).name, "frame_hw": list(predictor.frame_hw),
-              "streams": streams, "frames_per_stream": frames, "repeats": repeats,
-              "panels_per_s_per_stream": max_fps,
-              "machine": machine_info(provider="cpu", threads="onnxruntime default"),
-              "plain_fps_median": round(statistics.median(fps["plain"]), 2),
-              "served_fps_median": round(statistics.median(fps["served"]), 2),
-              "ratio_paired_median": round(statistics.median(ratios), 4),
-              "cost_percent": round(100 * (1 - statistics.median(ratios)), 2),
-              "viewer_cpu_cores_median": round(statistics.median(viewer_cores), 4),
-              "plain_fps": [round(v, 2) for v in fps["plain"]],
-              "served_fps": [round(v, 2) for v in fps["served"]]}
-    print(f"plain {report['plain_fps_median']} frames/s, served with a viewer "
-          f"{report['served_fps_median']} frames/s; cost {report['cost_percent']} % (median of "
-          f"{repeats} paired ratios); the viewer process used "
-          f"{report['viewer_cpu_cores_median']:.3f} cores")
+    plain_fps = [fps for fps, _, _ in runs["plain"]]
+    report: dict[str, Any] = {
+        "model": Path(model).name, "frame_hw": list(predictor.frame_hw), "streams": streams,
+        "frames_per_stream": frames, "repeats": repeats, "panels_per_s_per_stream": max_fps,
+        "machine": machine_info(provider="cpu", threads="onnxruntime default"),
+        "plain_fps_median": round(statistics.median(plain_fps), 2),
+        "plain_fps": [round(v, 2) for v in plain_fps]}
+    for way in WAYS[1:]:
+        fps = [fps for fps, _, _ in runs[way]]
+        ratios = [served / plain for served, plain in zip(fps, plain_fps)]
+        report[way] = {
+            "fps_median": round(statistics.median(fps), 2),
+            "ratio_paired_median": round(statistics.median(ratios), 4),
+            "cost_percent": round(100 * (1 - statistics.median(ratios)), 2),
+            "viewer_cpu_cores_median": round(statistics.median(r[1] for r in runs[way]), 4),
+            "panels_received_per_s_per_stream_median": round(
+                statistics.median(r[2] for r in runs[way]), 2),
+            "fps": [round(v, 2) for v in fps]}
+        print(f"{way}: {report[way]['fps_median']} frames/s vs plain "
+              f"{report['plain_fps_median']}: cost {report[way]['cost_percent']} % (median of "
+              f"{repeats} paired ratios); the viewer used "
+              f"{report[way]['viewer_cpu_cores_median']:.3f} cores and received "
+              f"{report[way]['panels_received_per_s_per_stream_median']} panels/s per stream")
     if output is not None:
         write_text(output, json.dumps(report, indent=2) + "\n")
         print(f"wrote {output}", file=sys.stderr)

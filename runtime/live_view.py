@@ -12,13 +12,17 @@ Prometheus metrics and a health check, from a small HTTP server on its own threa
 
 A stream is unhealthy while its source is reconnecting, when it has had no frame for
 ``stale_s``, when its last step gave NaN/Inf, and once it has ended with an error. Panels are
-composed and JPEG-encoded only while someone watches (a request in the last few seconds) and at
-most ``max_fps`` per stream, so an unwatched view costs nearly nothing. The server binds
+composed only while someone watches (a request in the last few seconds) and at most ``max_fps``
+per stream, so an unwatched view costs nearly nothing. The JPEG encoder and the HTTP server run
+on threads at Linux's idle scheduling priority (``SCHED_IDLE``): they get a core only when the
+model's threads leave one free, so a viewer slows the run by little more than composing the
+panels (under a saturated CPU the view's frame rate drops instead). The server binds
 127.0.0.1 unless another address is asked for explicitly (:class:`ViewSettings`).
 """
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import threading
 import time
@@ -81,8 +85,9 @@ class _Tile:
 
     source: str
     jpeg: bytes | None = None
+    pending_panel: np.ndarray | None = None    # composed, waiting for the encoder thread
     panel_id: int = 0
-    encoded_at: float = 0.0
+    panel_at: float = 0.0
     last_step_at: float | None = None
     step_times: deque[float] = field(default_factory=lambda: deque(maxlen=ROLLING_STEPS))
     infer_ms: deque[float] = field(default_factory=lambda: deque(maxlen=ROLLING_STEPS))
@@ -112,9 +117,37 @@ class LiveView:
             raise ConfigError(f"--serve {settings.host}:{settings.port}: cannot listen there "
                               f"({err.strerror or err}); choose another port") from None
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
-                                        name="stae-live-view")
-        self._thread.start()
+        self._threads = [threading.Thread(target=target, daemon=True, name=name) for target, name
+                         in ((self._serve, "stae-live-view"), (self._encode, "stae-live-view-jpeg"))]
+        for thread in self._threads:
+            thread.start()
+
+    def _serve(self) -> None:
+        """The HTTP server's thread (and, inherited, its request threads), at idle priority."""
+        _idle_priority()
+        self._server.serve_forever()
+
+    def _encode(self) -> None:
+        """The JPEG encoder's thread, at idle priority: encodes each tile's newest panel."""
+        _idle_priority()
+        quality = [cv2.IMWRITE_JPEG_QUALITY, self.settings.jpeg_quality]
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._closed or any(
+                    tile.pending_panel is not None for tile in self._tiles))
+                if self._closed:
+                    return
+                work = [(tile, tile.pending_panel) for tile in self._tiles
+                        if tile.pending_panel is not None]
+                for tile, _ in work:
+                    tile.pending_panel = None
+            for tile, panel in work:
+                ok, encoded = cv2.imencode(".jpg", panel, quality)
+                if ok:
+                    with self._changed:
+                        tile.jpeg = encoded.tobytes()
+                        tile.panel_id += 1
+                        self._changed.notify_all()
 
     @property
     def url(self) -> str:
@@ -127,12 +160,17 @@ class LiveView:
 
     # -- the streaming loop's side ---------------------------------------------------------------
 
+    def watched(self) -> bool:
+        """Whether someone is watching: a page or panel request in the last few seconds."""
+        return time.monotonic() - self._viewer_at < VIEWER_IDLE_S
+
     def wants_panel(self, index: int) -> bool:
-        """Whether stream ``index``'s next panel would be shown: someone is watching and the
-        last one is at least 1/max_fps old."""
-        now = time.monotonic()
-        return (now - self._viewer_at < VIEWER_IDLE_S
-                and now - self._tiles[index].encoded_at >= 1.0 / self.settings.max_fps)
+        """Whether stream ``index``'s next panel would be shown: someone is watching, the last
+        one is at least 1/max_fps old and the encoder has taken it (a panel it would drop
+        unencoded is not composed)."""
+        tile = self._tiles[index]
+        return (self.watched() and tile.pending_panel is None
+                and time.monotonic() - tile.panel_at >= 1.0 / self.settings.max_fps)
 
     def on_step(self, index: int, record: dict[str, Any], summary: RunSummary,
                 panel: np.ndarray | None) -> None:
@@ -166,14 +204,10 @@ class LiveView:
             "reconnects": summary.reconnects, "resets": summary.resets,
             "nonfinite_resets": summary.nonfinite_resets, "state_losses": summary.state_losses,
             "surprise_events": summary.surprise_events}, gain, healthy)
-        if panel is not None:
-            ok, encoded = cv2.imencode(".jpg", panel,
-                                       [cv2.IMWRITE_JPEG_QUALITY, self.settings.jpeg_quality])
-            if ok:
-                with self._changed:
-                    tile.jpeg, tile.encoded_at = encoded.tobytes(), now
-                    tile.panel_id += 1
-                    self._changed.notify_all()
+        if panel is not None:                  # encoded by the encoder thread, off this one
+            with self._changed:
+                tile.pending_panel, tile.panel_at = panel, now
+                self._changed.notify_all()
 
     def on_end(self, index: int, summary: RunSummary) -> None:
         """Stream ``index`` ended (``summary.error`` says why, None: normally)."""
@@ -230,6 +264,8 @@ class LiveView:
             self._changed.notify_all()
         self._server.shutdown()
         self._server.server_close()
+        for thread in self._threads:
+            thread.join()
 
     @property
     def closed(self) -> bool:
@@ -242,6 +278,14 @@ class LiveView:
         self.close()
 
 
+def _idle_priority() -> None:
+    """Run the calling thread (and the threads it starts) at Linux's idle scheduling priority:
+    it gets a core only when the model's threads leave one free, so watching never slows the
+    run (elsewhere: unchanged)."""
+    if hasattr(os, "SCHED_IDLE"):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+
+
 def _handler(view: LiveView) -> type[BaseHTTPRequestHandler]:
     """The request handler class bound to ``view``."""
 
@@ -252,7 +296,12 @@ def _handler(view: LiveView) -> type[BaseHTTPRequestHandler]:
             return
 
         def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
+            try:
+                self._answer(self.path.split("?", 1)[0])
+            except (BrokenPipeError, ConnectionResetError):
+                return                                   # the viewer left mid-answer
+
+        def _answer(self, path: str) -> None:
             if path == "/":
                 self._send(200, "text/html; charset=utf-8", PAGE.encode())
             elif path == "/api/streams":
@@ -284,18 +333,15 @@ def _handler(view: LiveView) -> type[BaseHTTPRequestHandler]:
             self.send_header("Cache-Control", "no-store")
             self.end_headers()
             seen = -1
-            try:
-                while not view.closed:
-                    panel_id, jpeg = view.latest_jpeg(index, seen)
-                    if jpeg is None or panel_id == seen:
-                        continue
-                    seen = panel_id
-                    self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
-                                     f"Content-Length: {len(jpeg)}\r\n\r\n".encode())
-                    self.wfile.write(jpeg + b"\r\n")
-                    self.wfile.flush()
-            except (BrokenPipeError, ConnectionResetError):
-                return                                   # the viewer left
+            while not view.closed:
+                panel_id, jpeg = view.latest_jpeg(index, seen)
+                if jpeg is None or panel_id == seen:
+                    continue
+                seen = panel_id
+                self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
+                                 f"Content-Length: {len(jpeg)}\r\n\r\n".encode())
+                self.wfile.write(jpeg + b"\r\n")
+                self.wfile.flush()
 
         def _send(self, status: int, content_type: str, body: bytes) -> None:
             self.send_response(status)

@@ -5,6 +5,7 @@ unless another address is asked for."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import threading
@@ -145,6 +146,23 @@ def test_only_loopback_unless_asked_and_a_taken_port_is_named():
         port = int(view.url.rsplit(":", 1)[1].strip("/"))
         with pytest.raises(ConfigError, match=f"--serve 127.0.0.1:{port}: cannot listen there"):
             LiveView(ViewSettings(port=port), ["cam"], 6.0)
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
+def test_the_view_only_takes_cores_the_model_leaves_idle():
+    """The JPEG encoder, the server and every request thread it starts run at SCHED_IDLE, so a
+    viewer cannot preempt the model's threads (benchmarks/live_view_cost.py measures the rest)."""
+    with LiveView(ViewSettings(port=0), ["cam"], 6.0) as view:
+        answer = urllib.request.urlopen(view.url + "stream/0.mjpg", timeout=10)
+        time.sleep(0.3)
+        view_threads = [t for t in threading.enumerate() if t.name.startswith("stae-live-view")
+                        or "process_request_thread" in t.name]
+        assert len(view_threads) == 3, [t.name for t in view_threads]
+        for thread in view_threads:
+            assert thread.native_id is not None
+            assert os.sched_getscheduler(thread.native_id) == os.SCHED_IDLE, thread.name
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER        # the run's thread is untouched
+        answer.close()
 
 
 def chromium() -> str | None:
