@@ -18,6 +18,7 @@ import numpy as np
 from stae_deploy.runtime.errors import CalibrationError
 from stae_deploy.runtime.files import atomic_path
 from stae_deploy.runtime.protocol import DYNAMIC_BATCH, IOSpec
+from stae_deploy.runtime.state_ranges import StateRanges
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,16 @@ class CalibrationInfo:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "CalibrationInfo":
         return cls(**{**data, "ranges": {k: TensorRange(**v) for k, v in data["ranges"].items()}})
+
+
+def calibration_state_ranges(info: CalibrationInfo, spec: IOSpec) -> StateRanges:
+    """The (min, max) calibration saw of each state input of ``spec``, as the artifact carries
+    them."""
+    sources = ", ".join(info.sources)
+    return StateRanges(f"calibration: {info.samples} samples of {sources}",
+                       {pair.input.name: (info.ranges[pair.input.name].min,
+                                          info.ranges[pair.input.name].max)
+                        for pair in spec.state if pair.input.name in info.ranges})
 
 
 def info_path(npz_path: str | Path) -> Path:

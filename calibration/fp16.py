@@ -86,7 +86,7 @@ def convert_fp16(source: str | Path, output: str | Path, settings: FP16Settings 
             "io_precision": settings.io_precision,
             "fp16_op_types": list(settings.fp16_op_types),
             "tool": f"modelopt.onnx.autocast {modelopt.__version__}",
-            "source_onnx_sha256": sha256_file(source)}})
+            "source_onnx_sha256": sha256_file(source)}}, state_ranges=metadata.state_ranges)
     write_metadata(graph, fp16_metadata)     # AutoCast does not carry metadata_props over
     inputs, outputs = graph_io(graph)
     check_graph_io(spec, inputs, outputs, f"{output} (just converted)")

@@ -5,10 +5,12 @@
         [--no-bias-correction]
 
 Both targets read the same calibration file and the same policy (``stae_deploy.calibration.policy``): what
-is quantised, and which node groups stay FP32. Then, on the same calibration data, each INT8
+is quantised, and which node groups stay FP32 (and, by default, the convolutions fed by a state
+the cell declares unbounded: ``stae_deploy.calibration.unbounded_state``). Then, on the same calibration data, each INT8
 conv's mean output error is removed from its bias (``stae_deploy.calibration.bias_correction``). The INT8
 graph keeps the FP32 model's I/O (the recurrent state crosses steps in FP32) and its metadata,
-with precision "int8" and the target, policy, tool and calibration provenance in its notes.
+with precision "int8" and the target, policy, tool and calibration provenance in its notes, and
+the state ranges calibration saw (read by the runtime's range guard).
 """
 from __future__ import annotations
 
@@ -17,10 +19,12 @@ import tempfile
 from pathlib import Path
 
 from stae_deploy.calibration.bias_correction import correct_conv_biases
-from stae_deploy.calibration.calib_data import batches, load_calibration, load_calibration_info
+from stae_deploy.calibration.calib_data import (batches, calibration_state_ranges, load_calibration,
+                                               load_calibration_info)
 from stae_deploy.calibration.node_groups import group_nodes
 from stae_deploy.calibration.policy import DEFAULT_POLICY, QuantPolicy
 from stae_deploy.calibration.targets import DEFAULT_TARGET, target_named
+from stae_deploy.calibration.unbounded_state import unbounded_state_convs
 from stae_deploy.runtime.onnx_artifact import OnnxArtifact
 from stae_deploy.export.onnx_graph import graph_io, load_model, open_graph, save_model, write_metadata
 from stae_deploy.runtime.artifact import ArtifactMetadata, check_graph_io
@@ -51,7 +55,8 @@ def quantize_model(source: str | Path, calib_path: str | Path, output: str | Pat
         raise CalibrationError(f"{calib_path}: recorded with another model (sha256 "
                                f"{info.model_sha256[:12]}..., {source} is {source_sha256[:12]}...); "
                                f"record it again with `stae calibrate {source}`")
-    excluded = policy.excluded_nodes(group_nodes(model))
+    excluded = policy.excluded_nodes(group_nodes(model),
+                                     unbounded_state_convs(model, metadata.spec))
     tool = target_named(target)
     with tempfile.TemporaryDirectory(dir=output.parent) as scratch:
         # The tools write intermediate files next to their input (ModelOpt even rewrote it in
@@ -72,7 +77,9 @@ def quantize_model(source: str | Path, calib_path: str | Path, output: str | Pat
             "excluded_nodes": len(excluded), "bias_correction": corrected,
             "source_onnx_sha256": source_sha256,
             "calibration_sha256": sha256_file(calib_path),
-            "calibration_samples": len(next(iter(tensors.values())))}})
+            "calibration_samples": len(next(iter(tensors.values())))}},
+        state_ranges=(calibration_state_ranges(info, metadata.spec) if info is not None
+                      else metadata.state_ranges))
     write_metadata(quantized, int8_metadata)        # the tools do not carry metadata_props over
     inputs, outputs = graph_io(quantized)
     check_graph_io(metadata.spec, inputs, outputs, f"{output} (just quantised)")

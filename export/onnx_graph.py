@@ -10,7 +10,7 @@ import hashlib
 import onnx
 from google.protobuf.message import DecodeError
 
-from stae_deploy.runtime.artifact import ArtifactMetadata, check_graph_io
+from stae_deploy.runtime.artifact import KEY_STATE_RANGES, ArtifactMetadata, check_graph_io
 from stae_deploy.runtime.errors import ArtifactError
 from stae_deploy.runtime.files import atomic_path
 from stae_deploy.runtime.onnx_artifact import KEY_GRAPH_SHA256, OnnxArtifact
@@ -62,8 +62,15 @@ def read_metadata(model: onnx.ModelProto, source: str) -> ArtifactMetadata:
 
 
 def write_metadata(model: onnx.ModelProto, metadata: ArtifactMetadata) -> None:
-    """Store ``metadata`` in ``metadata_props``, replacing earlier stae entries, keeping others."""
-    _set_props(model, metadata.to_props())
+    """Store ``metadata`` in ``metadata_props``, replacing earlier stae entries (state ranges
+    the new metadata does not have are dropped), keeping others."""
+    props = metadata.to_props()
+    if KEY_STATE_RANGES not in props:
+        kept = [(p.key, p.value) for p in model.metadata_props if p.key != KEY_STATE_RANGES]
+        del model.metadata_props[:]
+        for key, value in kept:
+            model.metadata_props.add(key=key, value=value)
+    _set_props(model, props)
 
 
 def _set_props(model: onnx.ModelProto, props: dict[str, str]) -> None:

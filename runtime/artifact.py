@@ -16,6 +16,7 @@ from typing import Any, Mapping, Sequence
 from stae_deploy.runtime.errors import ArtifactError, ProtocolError, SpecMismatchError
 from stae_deploy.runtime.files import atomic_path
 from stae_deploy.runtime.protocol import DYNAMIC_BATCH, IOSpec, TensorSpec
+from stae_deploy.runtime.state_ranges import StateRanges
 
 ARTIFACT_FORMAT_VERSION = 1
 # What a model file's suffix says it is; the one place that decides (runtime, Triton, tests).
@@ -33,6 +34,7 @@ KEY_PRECISION = "stae.precision"
 KEY_CHECKPOINT_SHA256 = "stae.checkpoint_sha256"
 KEY_PREPROCESSING = "stae.preprocessing"
 KEY_NOTES = "stae.notes"
+KEY_STATE_RANGES = "stae.state_ranges"
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ class ArtifactMetadata:
     checkpoint_sha256: sha256 of the weights' checkpoint; None for seeded random weights.
     preprocessing:     how frames must be prepared (see ``stae_deploy.runtime.frames``).
     notes:             free-form provenance (e.g. the random-weight seed, precision options).
+    state_ranges:      the ranges the state was seen to take (calibration or an export
+                       rollout), read by the runtime's range guard; None: not recorded.
     """
 
     spec: IOSpec
@@ -53,11 +57,14 @@ class ArtifactMetadata:
     checkpoint_sha256: str | None = None
     preprocessing: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_PREPROCESSING))
     notes: Mapping[str, Any] = field(default_factory=dict)
+    state_ranges: StateRanges | None = None
     format_version: int = ARTIFACT_FORMAT_VERSION
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ArtifactError(f"precision: expected one of {PRECISIONS}, got {self.precision!r}")
+        if self.state_ranges is not None:
+            self.state_ranges.check_names(self.spec)
 
     def to_props(self) -> dict[str, str]:
         """String key/value pairs for ONNX ``metadata_props`` or a sidecar."""
@@ -69,6 +76,7 @@ class ArtifactMetadata:
             KEY_CHECKPOINT_SHA256: self.checkpoint_sha256 or "",
             KEY_PREPROCESSING: json.dumps(dict(self.preprocessing), sort_keys=True),
             KEY_NOTES: json.dumps(dict(self.notes), sort_keys=True),
+            **({KEY_STATE_RANGES: self.state_ranges.to_json()} if self.state_ranges else {}),
         }
 
     @classmethod
@@ -89,11 +97,19 @@ class ArtifactMetadata:
             spec = IOSpec.from_json(props[KEY_PROTOCOL])
         except ProtocolError as err:
             raise ArtifactError(f"{source}: metadata '{KEY_PROTOCOL}' is invalid: {err}") from None
-        return cls(spec=spec, config=_json_object(props, KEY_CONFIG, source),
-                   precision=props[KEY_PRECISION],
-                   checkpoint_sha256=props.get(KEY_CHECKPOINT_SHA256) or None,
-                   preprocessing=_json_object(props, KEY_PREPROCESSING, source, DEFAULT_PREPROCESSING),
-                   notes=_json_object(props, KEY_NOTES, source, {}))
+        try:
+            state_ranges = (StateRanges.from_json(props[KEY_STATE_RANGES])
+                            if props.get(KEY_STATE_RANGES) else None)
+            return cls(spec=spec, config=_json_object(props, KEY_CONFIG, source),
+                       precision=props[KEY_PRECISION],
+                       checkpoint_sha256=props.get(KEY_CHECKPOINT_SHA256) or None,
+                       preprocessing=_json_object(props, KEY_PREPROCESSING, source,
+                                                  DEFAULT_PREPROCESSING),
+                       notes=_json_object(props, KEY_NOTES, source, {}),
+                       state_ranges=state_ranges)
+        except ProtocolError as err:
+            raise ArtifactError(f"{source}: metadata '{KEY_STATE_RANGES}' is invalid: "
+                                f"{err}") from None
 
 
 def require_artifact_file(path: Path, kind: str, expected: str) -> None:

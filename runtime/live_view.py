@@ -197,13 +197,15 @@ class LiveView:
             "dropped_frames": summary.dropped_frames, "reconnects": summary.reconnects,
             "state_resets": summary.resets, "nonfinite_resets": summary.nonfinite_resets,
             "state_losses": summary.state_losses, "gain_over_copy_last_db": gain,
-            "surprise": record.get("surprise"), "surprise_events": summary.surprise_events}
+            "surprise": record.get("surprise"), "surprise_events": summary.surprise_events,
+            "out_of_range_steps": summary.out_of_range_steps}
         healthy, _ = self.health(index)
         self.metrics.observe(index, record, {
             "frames": summary.steps, "dropped_frames": summary.dropped_frames,
             "reconnects": summary.reconnects, "resets": summary.resets,
             "nonfinite_resets": summary.nonfinite_resets, "state_losses": summary.state_losses,
-            "surprise_events": summary.surprise_events}, gain, healthy)
+            "surprise_events": summary.surprise_events,
+            "out_of_range_steps": summary.out_of_range_steps}, gain, healthy)
         if panel is not None:                  # encoded by the encoder thread, off this one
             with self._changed:
                 tile.pending_panel, tile.panel_at = panel, now
@@ -381,7 +383,7 @@ const NUMBERS = [["fps", "fps"], ["step_latency_ms_p50", "step latency p50 (ms)"
   ["reconnects", "reconnects"], ["state_resets", "state resets"],
   ["nonfinite_resets", "NaN resets"], ["state_losses", "state losses"],
   ["gain_over_copy_last_db", "gain over copy-last (dB)"], ["surprise", "surprise"],
-  ["surprise_events", "surprise events"]];
+  ["surprise_events", "surprise events"], ["out_of_range_steps", "state out of range (steps)"]];
 function tile(s) {
   let el = document.getElementById("tile" + s.stream);
   if (el) return el;

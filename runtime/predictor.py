@@ -67,6 +67,11 @@ class StepModel(Protocol):
     def step_many(self, streams: Sequence[Any], frames: Sequence[np.ndarray],
                   horizon: int = 1) -> list[np.ndarray | NonFiniteStateError]: ...
 
+    def state_extremes(self, stream: Any) -> dict[str, tuple[float, float]] | None:
+        """(min, max) of each of ``stream``'s state tensors now; None where the state is not
+        here to read (a served model)."""
+        ...
+
 
 class Stream:
     """The recurrent state of one video stream, owned on the predictor's device."""
@@ -165,6 +170,10 @@ class Predictor:
         """A stream with the zero state; it joins batched steps whenever it is passed in.
         name: how messages call it (its source)."""
         return Stream(self.backend, name)
+
+    def state_extremes(self, stream: Stream) -> dict[str, tuple[float, float]]:
+        """(min, max) of each of ``stream``'s state tensors now, keyed by state input name."""
+        return self.backend.state_extremes(stream.current, 0)
 
     def step(self, stream: Stream, frame: np.ndarray, horizon: int | None = None) -> np.ndarray:
         """Feed ``frame`` (RGB float32 (3, H, W) in [0, 1]) and predict.

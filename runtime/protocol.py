@@ -106,10 +106,13 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class StatePair:
-    """A recurrent state: ``input`` is read at step t, ``output`` is fed to ``input`` at t+1."""
+    """A recurrent state: ``input`` is read at step t, ``output`` is fed to ``input`` at t+1.
+    ``unbounded``: the cell does not bound its values (an LSTM memory can grow by about 1 per
+    step on a long stream); INT8 keeps the convolutions it feeds in float."""
 
     input: TensorSpec
     output: TensorSpec
+    unbounded: bool = False
 
     def __post_init__(self) -> None:
         if self.input.name == self.output.name:
@@ -123,12 +126,18 @@ class StatePair:
                 f"{list(self.output.shape)} {self.output.dtype}; a state must keep its shape")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"input": self.input.to_dict(), "output": self.output.to_dict()}
+        return {"input": self.input.to_dict(), "output": self.output.to_dict(),
+                "unbounded": self.unbounded}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "StatePair":
         _require_keys(data, ("input", "output"), "state pair")
-        return cls(TensorSpec.from_dict(data["input"]), TensorSpec.from_dict(data["output"]))
+        state_input = TensorSpec.from_dict(data["input"])
+        unbounded = data.get("unbounded", False)       # absent in artifacts written before it
+        if not isinstance(unbounded, bool):
+            raise ProtocolError(f"state '{state_input.name}': 'unbounded' must be true or false, "
+                                f"got {unbounded!r}")
+        return cls(state_input, TensorSpec.from_dict(data["output"]), unbounded)
 
 
 @dataclass(frozen=True)
@@ -211,7 +220,8 @@ class IOSpec:
         return IOSpec(
             data_inputs=tuple(t.with_batch(batch) for t in self.data_inputs),
             data_outputs=tuple(t.with_batch(batch) for t in self.data_outputs),
-            state=tuple(StatePair(p.input.with_batch(batch), p.output.with_batch(batch))
+            state=tuple(replace(p, input=p.input.with_batch(batch),
+                                output=p.output.with_batch(batch))
                         for p in self.state),
             version=self.version)
 
@@ -223,7 +233,8 @@ class IOSpec:
         return IOSpec(
             data_inputs=tuple(map(retyped, self.data_inputs)),
             data_outputs=tuple(map(retyped, self.data_outputs)),
-            state=tuple(StatePair(retyped(p.input), retyped(p.output)) for p in self.state),
+            state=tuple(replace(p, input=retyped(p.input), output=retyped(p.output))
+                        for p in self.state),
             version=self.version)
 
     def zero_state(self, batch: int | None = None) -> dict[str, np.ndarray]:

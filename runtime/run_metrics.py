@@ -12,6 +12,7 @@ index in the run; ``stae_stream_info`` maps it to its source):
     stae_nonfinite_resets_total        counter    resets after NaN/Inf
     stae_state_losses_total            counter    states lost by a serving host
     stae_surprise_events_total         counter    surprise events
+    stae_state_out_of_range_steps_total counter   steps whose state left its recorded range
     stae_surprise_score                gauge      the last frame's surprise score
     stae_gain_over_copy_last_db        gauge      rolling PSNR gain over copy-last (last 100 scored frames)
     stae_stream_healthy                gauge      1 while the stream is healthy (see /healthz)
@@ -47,7 +48,9 @@ class RunMetrics:
                 ("resets", "stae_state_resets", "state resets (source reconnects, loops)"),
                 ("nonfinite_resets", "stae_nonfinite_resets", "state resets after NaN/Inf"),
                 ("state_losses", "stae_state_losses", "states lost by a serving host"),
-                ("surprise_events", "stae_surprise_events", "surprise events"))}
+                ("surprise_events", "stae_surprise_events", "surprise events"),
+                ("out_of_range_steps", "stae_state_out_of_range_steps",
+                 "steps whose state left its recorded range (the range guard)"))}
         self.surprise = Gauge("stae_surprise_score", "the last frame's surprise score", labels,
                               registry=registry)
         self.gain = Gauge("stae_gain_over_copy_last_db",

@@ -33,6 +33,7 @@ from stae_deploy.runtime.frames import bgr_to_model_frame, model_frame_to_bgr
 from stae_deploy.runtime.media import VideoFileWriter, side_by_side
 from stae_deploy.runtime.metrics import psnr_db
 from stae_deploy.runtime.predictor import StepModel, StreamState
+from stae_deploy.runtime.range_guard import RangeGuard, RangeGuardSettings
 from stae_deploy.runtime.repeated_frames import REPEAT_MEAN_ABS_DIFF, REPEAT_MODES, FrameCadence
 from stae_deploy.runtime.sources import FrameEvent, FrameGrabber
 from stae_deploy.runtime.surprise import SurpriseSettings, SurpriseTracker, error_db
@@ -70,6 +71,7 @@ class RunOptions:
     repeated_frames: str = "hold"
     repeat_threshold: float = REPEAT_MEAN_ABS_DIFF
     surprise: SurpriseSettings = field(default_factory=SurpriseSettings)
+    range_guard: RangeGuardSettings = field(default_factory=RangeGuardSettings)
 
     def __post_init__(self) -> None:
         if self.repeated_frames not in REPEAT_MODES:
@@ -107,6 +109,7 @@ class RunSummary:
     reconnects: int = 0                 # source reconnects
     surprise_events: int = 0
     repeated_frames: int = 0
+    out_of_range_steps: int = 0         # steps whose state left its recorded range
     infer_ms: list[float] = field(default_factory=list)
     latency_ms: list[float] = field(default_factory=list)
     psnr_db: list[float] = field(default_factory=list)
@@ -123,6 +126,7 @@ class RunSummary:
                 "state_losses": self.state_losses, "reconnects": self.reconnects,
                 "surprise_events": self.surprise_events,
                 "repeated_frames": self.repeated_frames,
+                "out_of_range_steps": self.out_of_range_steps,
                 "infer_ms_median": median(self.infer_ms),
                 "capture_to_prediction_ms_median": median(self.latency_ms),
                 "capture_to_prediction_ms_max": round(max(self.latency_ms), 2)
@@ -215,6 +219,7 @@ class _StreamLoop:
         self.last_frame_at = time.perf_counter()
         self.consecutive_nonfinite = 0
         self.nonfinite_warned_at: float | None = None
+        self.range_warned: set[str] = set()           # tensors the range guard warned of
         self.cadence = FrameCadence(options.repeated_frames, options.repeat_threshold)
         self.pending: np.ndarray | None = None      # the model's latest forecast (K, 3, H, W)
         self.video = VideoFileWriter(outputs.video, options.output_fps) if outputs.video else None
@@ -238,12 +243,34 @@ class _StreamLoop:
         if event is not None:
             self.last_frame_at = now
             if event.reset:
-                self.stream.reset()
-                self.cadence.reset()
-                self.surprise.reset()
-                self.summary.resets += 1
-                self.previous_prediction = self.previous_frame = self.pending = None
+                self.restart()
         return event
+
+    def restart(self) -> None:
+        """The stream's state back to zero and everything scored against it forgotten."""
+        self.stream.reset()
+        self.cadence.reset()
+        self.surprise.reset()
+        self.summary.resets += 1
+        self.previous_prediction = self.previous_frame = self.pending = None
+
+    def guard_state(self, guard: RangeGuard, extremes: dict[str, tuple[float, float]],
+                    log: Callable[[str], None]) -> list[str]:
+        """Count a step whose state (``extremes``: name -> (min, max)) left ``guard``'s limits,
+        warn once per tensor, restart the stream if the guard says so; the tensors outside."""
+        excursions = guard.excursions(extremes)
+        if excursions:
+            self.summary.out_of_range_steps += 1
+            for excursion in excursions:
+                if excursion.tensor not in self.range_warned:
+                    self.range_warned.add(excursion.tensor)
+                    log(f"warning: stream {self.index} ({self.grabber.config.uri}), step "
+                        f"{self.summary.steps + 1}: {excursion.describe(guard.ranges)}; the model "
+                        f"runs on a state it was not calibrated or exported on (INT8 clips it)"
+                        + ("; the stream restarts from the zero state" if
+                           guard.settings.mode == "reset" else
+                           "; --range-guard reset restarts such a stream"))
+        return [excursion.tensor for excursion in excursions]
 
     def emit(self, frame: np.ndarray, stepped: np.ndarray | NonFiniteStateError | None
              ) -> np.ndarray | NonFiniteStateError:
@@ -260,8 +287,10 @@ class _StreamLoop:
 
     def record(self, event: FrameEvent, frame: np.ndarray,
                result: np.ndarray | NonFiniteStateError, times: tuple[float, float, float],
-               log: Callable[[str], None], repeated: bool = False) -> dict[str, Any]:
-        """Score the previous prediction against ``frame``, write the sinks, update the summary."""
+               log: Callable[[str], None], repeated: bool = False,
+               out_of_range: Sequence[str] = ()) -> dict[str, Any]:
+        """Score the previous prediction against ``frame``, write the sinks, update the summary.
+        ``out_of_range``: the state tensors the range guard found outside their range."""
         t0, t1, t2 = times
         summary, options = self.summary, self.options
         summary.repeated_frames += repeated
@@ -276,6 +305,8 @@ class _StreamLoop:
         record: dict[str, Any] = {"step": summary.steps + 1, "source_frame": event.index,
                                   "reset": event.reset, "nonfinite": nonfinite,
                                   "repeated": repeated, "state_lost": state_lost}
+        if out_of_range:
+            record["state_out_of_range"] = list(out_of_range)
         panel = None
         watching = [o for o in self.observers if o.wants_panel(self.index)]
         if self.previous_prediction is not None and self.previous_frame is not None:
@@ -356,6 +387,9 @@ def run_streams(predictor: StepModel, grabbers: Sequence[FrameGrabber], options:
         raise ConfigError(f"outputs: {len(outputs)} for {len(grabbers)} sources")
     loops = [_StreamLoop(i, g, predictor.new_stream(g.config.uri), o, options, observers)
              for i, (g, o) in enumerate(zip(grabbers, outputs))]
+    ranges = predictor.metadata.state_ranges
+    guard = (RangeGuard(ranges, options.range_guard)
+             if ranges is not None and options.range_guard.mode != "off" else None)
     throughput, start, completed = Throughput(), time.perf_counter(), False
     try:
         while True:
@@ -378,8 +412,14 @@ def run_streams(predictor: StepModel, grabbers: Sequence[FrameGrabber], options:
             t2 = time.perf_counter()
             throughput.frames += len(batch)
             for (loop, event), frame, result, again in zip(batch, frames, stepped, repeated):
+                outside = []
+                if guard is not None and isinstance(result, np.ndarray):
+                    extremes = predictor.state_extremes(loop.stream)
+                    outside = loop.guard_state(guard, extremes, log) if extremes else []
                 record = loop.record(event, frame, loop.emit(frame, result), (t0, t1, t2), log,
-                                     again)
+                                     again, outside)
+                if outside and guard is not None and guard.settings.mode == "reset":
+                    loop.restart()
                 if on_step is not None:
                     on_step(loop.index, loop.summary, record)
         completed = True

@@ -35,7 +35,7 @@ from onnx import TensorProto, helper, numpy_helper
 from stae_deploy.export.onnx_graph import graph_io, write_metadata
 from stae_deploy.runtime.artifact import ArtifactMetadata, check_graph_io
 from stae_deploy.runtime.errors import ArtifactError, ConfigError, ProtocolError
-from stae_deploy.runtime.protocol import DYNAMIC_BATCH, IOSpec, StatePair, TensorSpec
+from stae_deploy.runtime.protocol import DYNAMIC_BATCH, IOSpec, TensorSpec
 
 START, READY, END, CORRID = "START", "READY", "END", "CORRID"
 CORRID_OUT, END_OUT = "CORRID_OUT", "END_OUT"
@@ -110,8 +110,9 @@ def controlled_spec(spec: IOSpec, rename: bool = False) -> IOSpec:
     echoes = (TensorSpec(CORRID_OUT, (batch, 1), CORRID_DTYPE),
               TensorSpec(END_OUT, (batch, 1), "float32"))
     names = triton_state_names(spec, rename)
-    state = tuple(StatePair(replace(p.input, name=names[p.input.name][0]),
-                            replace(p.output, name=names[p.input.name][1])) for p in spec.state)
+    state = tuple(replace(p, input=replace(p.input, name=names[p.input.name][0]),
+                          output=replace(p.output, name=names[p.input.name][1]))
+                  for p in spec.state)
     return IOSpec(data_inputs=(*spec.data_inputs, *controls),
                   data_outputs=(*spec.data_outputs, *echoes), state=state, version=spec.version)
 
@@ -179,7 +180,9 @@ def add_sequence_controls(model: onnx.ModelProto, metadata: ArtifactMetadata, so
     notes = {**metadata.notes, NOTE_CONTROLS: True}
     if rename_states:
         notes[NOTE_RENAMES] = {old: list(new) for old, new in names.items()}
-    new_metadata = replace(metadata, spec=new_spec, notes=notes)
+    ranges = metadata.state_ranges               # keyed by the renamed state inputs too
+    new_metadata = replace(metadata, spec=new_spec, notes=notes, state_ranges=ranges and replace(
+        ranges, ranges={names[name][0]: bounds for name, bounds in ranges.ranges.items()}))
     write_metadata(model, new_metadata)
     onnx.checker.check_model(model, full_check=True)
     inputs, outputs = graph_io(model)

@@ -141,6 +141,10 @@ class ServedPredictor:
         self._streams.append(stream)
         return stream
 
+    def state_extremes(self, stream: ServedStream) -> None:
+        """None: the state lives on the server (the range guard does not run on it)."""
+        return None
+
     def step_many(self, streams: Sequence[ServedStream], frames: Sequence[np.ndarray],
                   horizon: int = 1) -> list[np.ndarray | NonFiniteStateError]:
         """Feed frames[i] (RGB float32 (3, H, W) in [0, 1]) to streams[i], all requests in flight

@@ -19,14 +19,16 @@ NEXT_PREFIX = "next_"
 def io_spec(config: STAEConfig, batch: Dim = 1) -> IOSpec:
     """The state protocol of a model built from ``config``; ``batch`` is an int or ``"batch"``."""
     height, width = config.frame_size
+    cell = cell_class(config)
     state_shapes = {
         CLIP_WINDOW: (config.clip_len - 1, 3, height, width),   # previous frames, oldest first
-        **cell_class(config).state_shapes(config),
+        **cell.state_shapes(config),
     }
     return IOSpec(
         data_inputs=(TensorSpec(FRAME, (batch, 3, height, width)),),
         data_outputs=(TensorSpec(PREDICTION, (batch, 3, height, width)),),
         state=tuple(StatePair(TensorSpec(name, (batch, *shape)),
-                              TensorSpec(NEXT_PREFIX + name, (batch, *shape)))
+                              TensorSpec(NEXT_PREFIX + name, (batch, *shape)),
+                              unbounded=name in cell.unbounded_states)
                     for name, shape in state_shapes.items()),
     )

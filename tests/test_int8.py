@@ -16,6 +16,7 @@ from stae_deploy.calibration.policy import DEFAULT_POLICY, QuantPolicy
 from stae_deploy.calibration.quantize import quantize_model
 from stae_deploy.calibration.record import calibration_streams, record_calibration
 from stae_deploy.calibration.sensitivity import sweep_policies
+from stae_deploy.calibration.unbounded_state import unbounded_state_convs
 from stae_deploy.export.onnx_graph import load_model, read_metadata
 from stae_deploy.runtime.errors import ArtifactError, CalibrationError, ConfigError, OutputExistsError
 from stae_deploy.runtime.onnx_session import open_session
@@ -98,7 +99,8 @@ def test_int8_graph_keeps_the_protocol_and_records_how_it_was_made(small_int8, s
     assert metadata.notes["int8"]["calibration_samples"] == 8
 
 
-def test_int8_quantizes_the_convs_and_keeps_the_policys_groups_in_float(small_int8):
+def test_int8_quantizes_the_convs_and_keeps_the_policys_groups_in_float(small_int8,
+                                                                        small_onnx_path):
     target, path = small_int8
     graph = load_model(path).graph
     dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
@@ -108,6 +110,18 @@ def test_int8_quantizes_the_convs_and_keeps_the_policys_groups_in_float(small_in
         ("frame_fuse.", "time_collapse.")) or ".to_pixels." in n.input[1]]
     assert len(kept) == 2 + 3 and not any(n.input[0] in dequantized for n in kept), \
         "the head and the decoders' to_pixels convs stay FP32"
+    fp32 = load_model(small_onnx_path[0])
+    ring_fed = {n.input[1] for n in fp32.graph.node if n.name in unbounded_state_convs(
+        fp32, read_metadata(fp32, "small.onnx").spec)}
+    assert ring_fed == {f"cell.layers.{k}.{conv}" for k in range(3) for conv in (
+        "conv_m.conv.weight", "conv_cm.conv.weight", "fuse.weight")} | {
+        "spatial_decoder.stages.0.conv.weight", "temporal_decoder.stages.0.conv.weight"}, \
+        "the paper's STAM's unbounded memories feed each layer's conv_m, conv_cm and fuse, " \
+        "and SD and TD read M and C"
+    ring_convs = [n for n in convs if n.input[1].split("_DequantizeLinear")[0] in ring_fed]
+    assert len(ring_convs) == len(ring_fed)
+    assert not any(n.input[0] in dequantized for n in ring_convs), "they stay FP32"
+    kept += ring_convs
     # ModelOpt's own placement leaves a few more in float (convs it finds no INT8 gain for)
     assert len(quantized) >= 0.7 * (len(convs) - len(kept)), "the other convolutions are INT8"
     state_writers = [n for n in graph.node if n.op_type in ("Softmax", "InstanceNormalization")]

@@ -56,6 +56,13 @@ class Backend(ABC):
         """One stream's state copied to the host, keyed by state input name, each (1, ...).
         For inspection and tests: a step never needs it."""
 
+    def state_extremes(self, state: StateSet, row: int) -> dict[str, tuple[float, float]]:
+        """(min, max) of each state tensor of one stream, keyed by state input name, for the
+        range guard. This default copies the row to the host (:meth:`read_row`); a backend
+        whose state lives on the host reads it in place."""
+        return {name: (float(values.min()), float(values.max()))
+                for name, values in self.read_row(state, row).items()}
+
     @abstractmethod
     def write_row(self, state: StateSet, row: int, values: Mapping[str, np.ndarray]) -> None:
         """Overwrite one stream's state from host arrays keyed by state input name, each (1, ...).

@@ -103,6 +103,12 @@ class OnnxRuntimeBackend(Backend):
                                     + row * pair.input.sample_nbytes)
         return host
 
+    def state_extremes(self, state: StateSet, row: int) -> dict[str, tuple[float, float]]:
+        if state.arrays is None:                       # on the GPU: the base class's copy
+            return super().state_extremes(state, row)
+        return {name: (float(values[row].min()), float(values[row].max()))
+                for name, values in state.arrays.items()}
+
     def write_row(self, state: StateSet, row: int, values: Mapping[str, np.ndarray]) -> None:
         for pair in self.metadata.spec.state:
             name = pair.input.name

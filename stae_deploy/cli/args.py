@@ -102,16 +102,20 @@ def parity_settings(args: argparse.Namespace) -> ParitySettings:
 
 
 def add_quant_policy(parser: argparse.ArgumentParser) -> None:
-    """--op-types, --exclude-groups, --exclude-nodes: what INT8 quantises (:class:`QuantPolicy`;
-    defaults: ``DEFAULT_POLICY``)."""
+    """--op-types, --exclude-groups, --exclude-nodes, --quantize-unbounded-state-convs: what INT8
+    quantises (:class:`QuantPolicy`; defaults: ``DEFAULT_POLICY``)."""
     parser.add_argument("--op-types", nargs="+", default=list(DEFAULT_POLICY.op_types),
                         help="op types to quantise ('all': every op the tool supports)")
     parser.add_argument("--exclude-groups", nargs="*", default=list(DEFAULT_POLICY.exclude_groups),
                         help="node groups kept FP32 (see calibration/node_groups.py)")
     parser.add_argument("--exclude-nodes", nargs="*", default=[], help="node names kept FP32")
+    parser.add_argument("--quantize-unbounded-state-convs", action="store_true",
+                        help="quantise the convolutions fed by a state the cell declares "
+                             "unbounded too (default: they stay FP32)")
 
 
 def quant_policy(args: argparse.Namespace) -> QuantPolicy:
     """The :class:`QuantPolicy` of the arguments :func:`add_quant_policy` added."""
     return QuantPolicy(op_types=tuple(args.op_types), exclude_groups=tuple(args.exclude_groups),
-                       exclude_nodes=tuple(args.exclude_nodes))
+                       exclude_nodes=tuple(args.exclude_nodes),
+                       quantize_unbounded_state_convs=args.quantize_unbounded_state_convs)

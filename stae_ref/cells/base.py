@@ -1,7 +1,7 @@
 """The interface every recurrent cell stack implements."""
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import torch
 from torch import nn
@@ -33,6 +33,11 @@ class RecurrentCell(nn.Module):
     ``(B, C*T, h, w)`` latents: a cell that only splits, concatenates and stacks along the
     channel axis (dim 1) and indexes its ring axes, with latent-shaped state, exports fast.
     """
+
+    # State tensors with no bound by construction (an LSTM memory ``c = f ⊙ c + i ⊙ g`` grows by
+    # up to 1 per step on a long stream). Stored in the protocol (``StatePair.unbounded``); INT8
+    # keeps the convolutions fed by them in float (``stae_deploy.calibration.unbounded_state``).
+    unbounded_states: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def state_shapes(cls, config: STAEConfig) -> dict[str, tuple[int, ...]]:

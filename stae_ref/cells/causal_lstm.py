@@ -140,6 +140,8 @@ class CausalLSTMStack(RecurrentCell):
     """N Causal LSTM layers with PredRNN's zig-zag spatial memory and a GHU between layers 0
     and 1; layer 0 reads [S, T, O] (3C channels), layer 1 Z_t, layer k>1 H^{k-1}_t."""
 
+    unbounded_states = ("temporal_memory",)
+
     def __init__(self, config: STAEConfig):
         super().__init__()
         c = config.hidden

@@ -71,6 +71,8 @@ class ConvLSTMLayer(nn.Module):
 class ConvLSTMStack(RecurrentCell):
     """N ConvLSTM layers; layer 0 reads [S, T, O] (3C channels), layer k>0 reads H^{k-1}_t."""
 
+    unbounded_states = ("cell_state",)
+
     def __init__(self, config: STAEConfig):
         super().__init__()
         c = config.hidden

@@ -104,6 +104,8 @@ class STLSTMStack(RecurrentCell):
     """N ST-LSTM layers with PredRNN's zig-zag spatiotemporal memory; layer 0 reads [S, T, O]
     (3C channels), layer k>0 reads H^{k-1}_t."""
 
+    unbounded_states = ("temporal_memory", "spatial_memory")
+
     def __init__(self, config: STAEConfig):
         super().__init__()
         c = config.hidden

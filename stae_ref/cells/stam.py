@@ -97,6 +97,8 @@ class STAMLayer(nn.Module):
 class STAMStack(RecurrentCell):
     """N STAM layers (eq. 3: layer k>1 takes H^{k-1}_t as its S, T and O inputs)."""
 
+    unbounded_states = ("temporal_ring", "spatial_ring")
+
     layer_class: type[STAMLayer] = STAMLayer
 
     def __init__(self, config: STAEConfig):

@@ -35,4 +35,6 @@ class BoundedSTAMLayer(STAMLayer):
 class BoundedSTAMStack(STAMStack):
     """N bounded STAM layers; state layout identical to :class:`STAMStack`."""
 
+    unbounded_states = ()
+
     layer_class = BoundedSTAMLayer

@@ -23,6 +23,7 @@ from pathlib import Path
 from stae_deploy.cli.args import add_provider
 from stae_deploy.runtime.errors import ConfigError, SourceError
 from stae_deploy.runtime.live_view import ViewSettings
+from stae_deploy.runtime.range_guard import GUARD_MODES, RangeGuardSettings
 from stae_deploy.runtime.surprise import SurpriseSettings
 from stae_deploy.runtime.sources import SourceConfig
 from stae_deploy.runtime.stream_run import (ModelRunConfig, ModelRunResult, RunOutputs,
@@ -83,6 +84,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--surprise-threshold", type=float, default=SurpriseSettings.threshold,
                         help="surprise score (robust standard deviations of the stream's own "
                              "recent prediction error) at which an event starts")
+    parser.add_argument("--range-guard", choices=GUARD_MODES, default=RangeGuardSettings.mode,
+                        help="when a stream's state leaves the range recorded in the model "
+                             "(calibration or export): count and warn, also restart the "
+                             "stream (reset), or do not check (off)")
+    parser.add_argument("--range-margin", type=float, default=RangeGuardSettings.margin,
+                        help="how far past the recorded range a state may go before it counts, "
+                             "in range widths")
     parser.add_argument("--force", action="store_true", help="overwrite existing output files")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
 
@@ -100,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
                          output_fps=args.output_fps, batch_timeout_ms=args.batch_timeout_ms,
                          repeated_frames=args.repeated_frames,
                          repeat_threshold=args.repeat_threshold,
-                         surprise=SurpriseSettings(threshold=args.surprise_threshold))
+                         surprise=SurpriseSettings(threshold=args.surprise_threshold),
+                         range_guard=RangeGuardSettings(args.range_guard, args.range_margin))
     outputs = RunOutputs(video=args.output, metrics=args.metrics,
                          latency_plot=args.latency_plot, events=args.events, force=args.force)
     view = ViewSettings.parse(args.serve, args.serve_remote) if args.serve else None
