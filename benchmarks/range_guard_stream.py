@@ -7,7 +7,7 @@ range recorded in each model (its calibration ranges), over one unbroken stream.
 The stream is the clip's frames played forward then backward until ``--steps`` frames (a camera
 left running, with no cut that would reset the state), written once as a video file and read
 by ``run_streams`` as any file source. Per model: the steps out of range, the first such step,
-each tensor that left its range (warned once), and the largest |value| of each state at the end.
+the warning of each tensor that left its range, and the ranges the model carries.
 """
 from __future__ import annotations
 

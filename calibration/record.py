@@ -21,7 +21,9 @@ from tqdm import tqdm
 from stae_deploy.calibration.calib_data import CalibrationInfo, TensorRange, save_calibration
 from stae_deploy.runtime.errors import ConfigError
 from stae_deploy.runtime.files import refuse_overwrite, sha256_file
+from stae_deploy.runtime.onnx_artifact import OnnxArtifact
 from stae_deploy.runtime.onnx_session import OnnxStepper
+from stae_deploy.runtime.state_ranges import StateRanges
 from stae_deploy.stae_ref.footage import CORE_CLIPS, clip_source, forward_backward, read_frames
 from stae_deploy.stae_ref.training_data import DEFAULT_HOLDOUT_FRACTION, split_clips
 
@@ -104,6 +106,30 @@ def record_calibration(model_path: str | Path, streams: dict[str, np.ndarray], w
         sources={name: len(frames) for name, frames in streams.items()},
         ranges={name: TensorRange.of(values) for name, values in tensors.items()})
     return tensors, info
+
+
+def record_state_ranges(model: str | Path | OnnxArtifact, streams: dict[str, np.ndarray],
+                        progress: bool = True) -> StateRanges:
+    """The (min, max) each state input of the FP32 ``model`` takes when it runs over each of
+    ``streams`` (name -> (steps, 3, H, W) frames) from a zero state: what ``stae export``
+    stores for the runtime's range guard when there is no calibration."""
+    stepper = OnnxStepper(model)
+    names = [pair.input.name for pair in stepper.spec.state]
+    low = dict.fromkeys(names, 0.0)                  # every stream starts from the zero state
+    high = dict.fromkeys(names, 0.0)
+    bar = tqdm(total=sum(map(len, streams.values())), desc="state ranges", unit="step",
+               disable=not progress)
+    for frames in streams.values():
+        state = stepper.zero_state(1)
+        for frame in frames:
+            _, state, _ = stepper.step(frame[None], state)
+            for name, value in state.items():
+                low[name] = min(low[name], float(value.min()))
+                high[name] = max(high[name], float(value.max()))
+            bar.update(1)
+    bar.close()
+    steps = ", ".join(f"{len(frames)} steps of {name}" for name, frames in streams.items())
+    return StateRanges(f"export rollout: {steps}", {name: (low[name], high[name]) for name in names})
 
 
 def record_calibration_file(model_path: str | Path, output: str | Path,

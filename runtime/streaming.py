@@ -266,7 +266,8 @@ class _StreamLoop:
                     self.range_warned.add(excursion.tensor)
                     log(f"warning: stream {self.index} ({self.grabber.config.uri}), step "
                         f"{self.summary.steps + 1}: {excursion.describe(guard.ranges)}; the model "
-                        f"runs on a state it was not calibrated or exported on (INT8 clips it)"
+                        f"runs on a state it was not calibrated or exported on (an INT8 engine "
+                        f"clips such values)"
                         + ("; the stream restarts from the zero state" if
                            guard.settings.mode == "reset" else
                            "; --range-guard reset restarts such a stream"))

@@ -196,3 +196,29 @@ def test_a_metadata_range_of_no_state_is_refused_naming_the_file(exported, tmp_p
     onnx.save(model, tmp_path / "bad.onnx")
     with pytest.raises(ArtifactError, match="bad.onnx: metadata 'stae.state_ranges' is invalid"):
         read_metadata(load_model(tmp_path / "bad.onnx"), str(tmp_path / "bad.onnx"))
+
+
+def test_export_stores_the_ranges_of_its_rollout(tmp_path):
+    from stae_deploy.calibration.record import calibration_streams
+    from stae_deploy.cli.main import main
+    from stae_deploy.runtime.onnx_artifact import OnnxArtifact
+
+    config = tmp_path / "causal.json"
+    config.write_text(json.dumps(config_for("causal_lstm").to_dict()))
+    output = tmp_path / "causal.onnx"
+    assert main(["export", "--config", str(config), "-o", str(output), "--range-steps", "30",
+                 "--clip", "carphone", "--no-check", "--quiet"]) == 0
+    ranges = OnnxArtifact.open(output).metadata.state_ranges
+    assert ranges is not None and ranges.source == "export rollout: 30 steps of carphone"
+    predictor = Predictor.load(output)                  # the same 30 steps, independently
+    stream = predictor.new_stream()
+    seen = {name: [0.0, 0.0] for name in ranges.ranges}
+    for frame in calibration_streams((64, 64), ("carphone",), (), 30)["carphone"]:
+        predictor.step(stream, frame)
+        for name, value in stream.state().items():
+            seen[name] = [min(seen[name][0], value.min()), max(seen[name][1], value.max())]
+    for name, (low, high) in ranges.ranges.items():
+        assert (low, high) == pytest.approx(seen[name], abs=1e-6), name
+    assert ranges.ranges["temporal_memory"][1] > 1.0       # an LSTM memory, past tanh's range
+    assert main(["export", "--config", str(config), "-o", str(output), "--force",
+                 "--range-steps", "-1"]) == 2
