@@ -2,7 +2,8 @@
 measures (:class:`BenchSettings` -> :func:`run_bench` -> report).
 
 ``models`` benches the comparison models of ``stae_ref/models/`` one after another and adds
-the paper's Table 2 for this machine (``stae_deploy.benchmarks.bench_models``).
+the paper's Table 2 for this machine (``stae_deploy.benchmarks.bench_models``); with
+``paper_config``, at the paper's depth, width and latent sizes instead of the configs' own.
 
 For each frame size the model's artifacts are built in a work folder (``stae_deploy.benchmarks.bench_artifacts``),
 then every backend (``stae_deploy.benchmarks.bench_backends``) steps the same real city frames, its state
@@ -17,7 +18,8 @@ the Conv3d time-padding taps the fast graph does not compute, so the fast graph'
 nominal) times the batch; ``gflops_achieved`` = gflop_per_step / median seconds;
 ``fraction_of_matmul_peak``: that over the best matmul GFLOP/s; ``ratio_to_pytorch_eager``:
 median over eager's median at the same size; ``peak_rss_mb``, ``state_mb`` (all state inputs of
-one step, from the protocol) and ``weight_mb`` (ONNX initializers; eager: parameters) in MiB.
+one step, from the protocol) and ``weight_mb`` (ONNX initializers; eager: parameters) in MiB;
+``latent_shape``: (C, T, h, w) of the model's latent at that frame size.
 """
 from __future__ import annotations
 
@@ -36,8 +38,10 @@ from tqdm import tqdm
 
 from stae_deploy.benchmarks.bench_artifacts import build_artifacts
 from stae_deploy.benchmarks.bench_backends import BACKENDS, EAGER, Backend, open_backend
-from stae_deploy.benchmarks.bench_models import (comparison_markdown, comparison_rows, held_out_quality,
-                                 model_source, paired_psnr_vs_stae, selected_models)
+from stae_deploy.benchmarks.bench_models import (comparison_markdown, comparison_rows,
+                                                 held_out_quality, model_source,
+                                                 paired_psnr_vs_stae, paper_config_source,
+                                                 selected_models)
 from stae_deploy.benchmarks.bench_matmul import MATMUL_SIZE, matmul_gflops
 from stae_deploy.benchmarks.bench_memory import peak_rss_mb
 from stae_deploy.benchmarks.bench_profile import op_time_share
@@ -63,7 +67,9 @@ class BenchSettings:
     source: the model's weights (its frame_size must stay None: the bench runs at each of
     ``frame_sizes``); models: instead, these configs of ``stae_ref/models/`` ("all": every one),
     each with its own weights (committed checkpoint, or ``source.seed``'s random ones), and the
-    paper's Table 2 for this machine. frame_sizes: (H, W) pixels each; steps are timed after
+    paper's Table 2 for this machine; paper_config: with ``models``, each at the paper's
+    configuration (``stae_deploy.benchmarks.bench_models.paper_config``) with ``source.seed``'s
+    random weights, no quality. frame_sizes: (H, W) pixels each; steps are timed after
     ``warmup`` untimed ones; threads: intra-op threads of torch, onnxruntime and the matmul
     contenders; memory: measure peak RSS (off: ``--no-memory``); profile: onnxruntime's kernel
     time per op type; work_dir: build the artifacts here and keep them (None: a temporary
@@ -73,6 +79,7 @@ class BenchSettings:
     frame_sizes: tuple[tuple[int, int], ...]
     source: ModelSource = field(default_factory=ModelSource)
     models: tuple[str, ...] = ()
+    paper_config: bool = False
     batch: int = 1
     steps: int = 20
     warmup: int = 3
@@ -105,11 +112,19 @@ class BenchSettings:
                 raise ConfigError("--models: each model brings its own weights; drop "
                                   "--checkpoint/--config")
             selected_models(self.models)
+        elif self.paper_config:
+            raise ConfigError("--paper-config: it sets the configs of --models; give --models "
+                              "all or model names")
 
-    def model_sources(self) -> list[tuple[str | None, ModelSource]]:
-        """(name in ``stae_ref/models/`` or None, weights) of each model to bench, in order."""
+    def model_sources(self, folder: Path) -> list[tuple[str | None, ModelSource]]:
+        """(name in ``stae_ref/models/`` or None, weights) of each model to bench, in order;
+        with ``paper_config``, each model's config is written to ``folder``/NAME first."""
         if not self.models:
             return [(None, self.source)]
+        if self.paper_config:
+            return [(name, paper_config_source(name, self.source.seed, folder / name,
+                                               self.force))
+                    for name in selected_models(self.models)]
         return [(name, model_source(name, self.source.seed))
                 for name in selected_models(self.models)]
 
@@ -125,12 +140,18 @@ def run_bench(settings: BenchSettings) -> dict[str, Any]:
     quality: dict[str, Any] = {}
     paired: dict[str, Any] = {}
     with _work_folder(settings.work_dir) as folder:
-        for name, source in settings.model_sources():
+        sources = settings.model_sources(Path(folder))
+        for index, (name, source) in enumerate(sources, start=1):
             model, provenance = load_model(source)
             label = name or model_label(source, provenance)
+            config = model.config
+            print(f"model {index}/{len(sources)}: {label} ({config.layers} layers x "
+                  f"{config.hidden} channels, patch {config.patch}, {config.stride2_stages} "
+                  f"stride-2 stages, cell {config.cell})", file=sys.stderr)
             params[label] = sum(p.numel() for p in model.parameters())
-            quality[label] = held_out_quality(name) if name else None
-            paired[label] = paired_psnr_vs_stae(name) if name else None
+            trained = None if settings.paper_config else name    # paper_config: random weights
+            quality[label] = held_out_quality(trained) if trained else None
+            paired[label] = paired_psnr_vs_stae(trained) if trained else None
             model_folder = Path(folder) / name if name else Path(folder)
             for size in settings.frame_sizes:
                 rows += bench_frame_size(model, provenance, _at_frame_size(model.config, size),
@@ -138,9 +159,10 @@ def run_bench(settings: BenchSettings) -> dict[str, Any]:
     report = {"model": ", ".join(params), "threads": settings.threads, "machine": machine(),
               "matmul_gflops": matmul,
               "settings": {"frame_sizes": [list(size) for size in settings.frame_sizes],
-                           "batch": settings.batch, "steps": settings.steps,
-                           "warmup": settings.warmup, "backends": list(settings.backends),
-                           "clip": CLIP, "matmul_size": MATMUL_SIZE},
+                           "paper_config": settings.paper_config, "batch": settings.batch,
+                           "steps": settings.steps, "warmup": settings.warmup,
+                           "backends": list(settings.backends), "clip": CLIP,
+                           "matmul_size": MATMUL_SIZE},
               "rows": rows}
     if settings.models:
         report["table2"] = comparison_rows(rows, params, quality, paired)
@@ -153,8 +175,11 @@ def report_markdown(report: dict[str, Any]) -> str:
     if "table2" not in report:
         return table
     labels = [BACKENDS[key].label for key in report["settings"]["backends"]]
-    return comparison_markdown(report["table2"], labels, f"Table 2 on {report['machine']['cpu']} "
-                               f"({report['threads']} threads)") + "\n" + table
+    paper_config = report["settings"]["paper_config"]
+    at = " at the paper's configuration" if paper_config else ""
+    return comparison_markdown(report["table2"], labels,
+                               f"Table 2{at} on {report['machine']['cpu']} "
+                               f"({report['threads']} threads)", paper_config) + "\n" + table
 
 
 def bench_frame_size(model: STAE, provenance: dict[str, Any], config: STAEConfig, folder: Path,
@@ -185,6 +210,7 @@ def bench_frame_size(model: STAE, provenance: dict[str, Any], config: STAEConfig
     for key in settings.backends:
         kind = BACKENDS[key]
         row: dict[str, Any] = {"model": model_name, "frame_size": [height, width],
+                               "latent_shape": list(config.latent_shape),
                                "batch": settings.batch, "backend": kind.label, "note": kind.note,
                                "error": failures.get(key), **dict.fromkeys(MEASURED_FIELDS)}
         if key in backends:

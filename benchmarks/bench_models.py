@@ -10,29 +10,39 @@ show no quality. Every model runs every backend of the bench at every frame size
 parameters, GFLOP per step, peak RSS and step latency of each backend, the memory and time
 ratios to ConvLSTM measured here, and the paper's (Table 2: GPU memory at batch 1 and inference
 time for 40 samples at 512², UCF Sport).
+
+With ``paper_config`` (``stae bench --models ... --paper-config``) every model runs instead at
+the paper's depth, width and latent size (:func:`paper_config`), with seeded random weights and
+no quality columns.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from stae_deploy import stae_ref
+from stae_deploy.stae_ref.config import STAEConfig
 from stae_deploy.stae_ref.model_source import ModelSource
 from stae_deploy.benchmarks.bench_backends import BACKENDS, EAGER
+from stae_deploy.benchmarks.bench_report import write_text
 from stae_deploy.runtime.errors import ConfigError
+from stae_deploy.runtime.files import refuse_overwrite
 from stae_deploy.runtime.metrics import bootstrap_mean_interval
 
 MODELS_DIR = Path(stae_ref.__file__).resolve().parent / "models"
 CHECKPOINTS_DIR = Path(stae_ref.__file__).resolve().parent / "checkpoints"
 CHECKPOINT_FOLDERS = {"stae": "demo"}        # model name -> its checkpoint folder, where not equal
 BASELINE = "convlstm"                         # the ratios' denominator, as in the paper's ordering
+PAPER_STAE = "stae"                           # the one model on STAE's latent in paper_config
 
 # The paper's Table 2 (512², batch 1): GPU memory (MB) and inference time for 40 samples (s).
-# Its comparison models ran on a 64x2x32x32 latent, STAE on 64x2x16x16; here every model shares
-# STAE's stem, so the latent is the same for all.
+# Its comparison models ran on a 64x2x32x32 latent, STAE on 64x2x16x16; the demo configs of
+# stae_ref/models/ share STAE's stem, so the latent is the same for all (paper_config: the
+# paper's latents).
 PAPER_TABLE2: dict[str, tuple[float, float]] = {
     "convlstm": (4579, 83), "st_lstm": (6237, 94), "causal_lstm": (7123, 101),
     "e3d_lstm": (7843, 130), "stae": (2996, 75)}
@@ -68,6 +78,45 @@ def model_source(name: str, seed: int) -> ModelSource:
         checkpoint = checkpoint_folder(name) / json.loads(record.read_text())["file"]
         return ModelSource(checkpoint=str(checkpoint), seed=seed)
     return ModelSource(config=str(MODELS_DIR / f"{name}.json"), seed=seed)
+
+
+def paper_config(name: str) -> STAEConfig:
+    """Model ``name``'s config at the paper's Table 2 configuration, derived from its file in
+    ``stae_ref/models/``: only depth, width, downsampling and frame size change.
+
+    Depth and width are STAEConfig's defaults, the paper's STAE (4 layers of 64 channels), for
+    every model. STAE (:data:`PAPER_STAE`) also takes the defaults' patch-8 stem and 2 stride-2
+    stages (total stride 32: a 64x2x16x16 latent at 512x512); every other model the same stem and
+    one stride-2 stage fewer (total stride 16: 64x2x32x32 at 512x512, the caption's "for
+    others"). frame_size: the defaults' 512x512. Kept from the file: cell, head, tau, kernel,
+    clip_len, decoder_skip, encoder_decoder.
+
+    Left unspecified by the paper, and chosen here: the comparison models' depth and width (it
+    gives only their latent; here STAE's, so the latent grid is the one difference), how their
+    latent is reached (it never describes their encoders; here STAE's patch-8 space-to-depth
+    stem with one learned stride-2 stage instead of two, rather than patch 4 and two stages:
+    STAE's second stride-2 stage is then the one difference in the encoders, and a larger
+    space-to-depth step is the closer of the two to the original ConvLSTM/PredRNN/E3D-LSTM
+    code, which reaches its grid by space-to-depth patches alone), their kernel (the files'
+    3x3x3 for every model, STAE included, although the paper's STAE used 3x5x5) and the
+    ablation's latent (``stae_standard_ed`` replaces STAE's encoders with standard ones, so it
+    gets the comparison models' 32x32 grid).
+    """
+    own = STAEConfig.load(MODELS_DIR / f"{name}.json")
+    paper = STAEConfig()
+    stages = paper.stride2_stages if name == PAPER_STAE else paper.stride2_stages - 1
+    return replace(own, frame_size=paper.frame_size, layers=paper.layers, hidden=paper.hidden,
+                   patch=paper.patch, stride2_stages=stages)
+
+
+def paper_config_source(name: str, seed: int, folder: Path, force: bool) -> ModelSource:
+    """Seeded random weights of :func:`paper_config` ``(name)``, whose JSON is written to
+    ``folder``/paper_config.json (kept with that model's bench artifacts; an existing file is
+    refused unless ``force``)."""
+    path = refuse_overwrite(folder / "paper_config.json", force)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text(path, paper_config(name).to_json() + "\n")
+    return ModelSource(config=str(path), seed=seed)
 
 
 def checkpoint_folder(name: str) -> Path:
@@ -140,16 +189,18 @@ def comparison_rows(rows: Sequence[Mapping[str, Any]], params: Mapping[str, int]
                     ) -> list[dict[str, Any]]:
     """One row per (model, frame size) from the bench's per-backend ``rows``.
 
-    Fields: model, frame_size, params, gflop_per_step, ms_<backend> and rss_mb_<backend> of every
-    backend, memory_ratio / time_ratio (PyTorch eager peak RSS and median step time over
-    ConvLSTM's at the same size), paper_memory_ratio / paper_time_ratio (Table 2), quality,
-    psnr_vs_stae (``paired``: :func:`paired_psnr_vs_stae` per model).
+    Fields: model, frame_size, latent_shape (C, T, h, w), params, gflop_per_step, ms_<backend>
+    and rss_mb_<backend> of every backend, memory_ratio / time_ratio (PyTorch eager peak RSS
+    and median step time over ConvLSTM's at the same size), paper_memory_ratio /
+    paper_time_ratio (Table 2), quality, psnr_vs_stae (``paired``: :func:`paired_psnr_vs_stae`
+    per model).
     """
     paired = paired or {}
     table: dict[tuple[str, tuple[int, ...]], dict[str, Any]] = {}
     for row in rows:
         key = (row["model"], tuple(row["frame_size"]))
         entry = table.setdefault(key, {"model": row["model"], "frame_size": list(key[1]),
+                                       "latent_shape": row["latent_shape"],
                                        "params": params[row["model"]], "gflop_per_step": None,
                                        "quality": quality.get(row["model"]),
                                        "psnr_vs_stae": paired.get(row["model"])})
@@ -170,36 +221,47 @@ def comparison_rows(rows: Sequence[Mapping[str, Any]], params: Mapping[str, int]
 
 
 def comparison_markdown(table: Sequence[Mapping[str, Any]], backends: Sequence[str],
-                        header: str) -> str:
-    """Table 2 for this machine as markdown: a header line, one row per (model, frame size)."""
-    columns = ["model", "frame", "params (M)", "GFLOP/step",
+                        header: str, paper_config: bool = False) -> str:
+    """Table 2 for this machine as markdown: a header line, one row per (model, frame size).
+
+    paper_config: the models ran at :func:`paper_config` with random weights; no quality
+    columns, and the note says so.
+    """
+    columns = ["model", "frame", "latent CxTxhxw", "params (M)", "GFLOP/step",
                *(f"{b} ms" for b in backends), *(f"{b} peak MB" for b in backends),
                "memory / ConvLSTM (here)", "memory / ConvLSTM (paper)",
                "time / ConvLSTM (here)", "time / ConvLSTM (paper)",
-               "held-out gain: PSNR dB (SSIM)", "PSNR vs STAE, paired: dB [95% CI]"]
+               *(() if paper_config else ("held-out gain: PSNR dB (SSIM)",
+                                          "PSNR vs STAE, paired: dB [95% CI]"))]
     lines = [header, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for entry in table:
-        quality = entry["quality"]
-        gain = ", ".join(_clip_gain(clip, values) for clip, values in quality.items()) \
-            if quality else "not trained"
         cells = [PAPER_NAMES.get(entry["model"], entry["model"]),
-                 "x".join(map(str, entry["frame_size"])), f"{entry['params'] / 1e6:.2f}",
+                 "x".join(map(str, entry["frame_size"])),
+                 "x".join(map(str, entry["latent_shape"])), f"{entry['params'] / 1e6:.2f}",
                  _fmt(entry["gflop_per_step"], "{:.2f}"),
                  *(_fmt(entry.get(f"ms_{b}"), "{:.1f}") for b in backends),
                  *(_fmt(entry.get(f"rss_mb_{b}"), "{:.0f}") for b in backends),
                  _fmt(entry["memory_ratio"], "{:.2f}"), _fmt(entry["paper_memory_ratio"], "{:.2f}"),
-                 _fmt(entry["time_ratio"], "{:.2f}"), _fmt(entry["paper_time_ratio"], "{:.2f}"),
-                 gain, _paired_cell(entry.get("psnr_vs_stae"))]
+                 _fmt(entry["time_ratio"], "{:.2f}"), _fmt(entry["paper_time_ratio"], "{:.2f}")]
+        if not paper_config:
+            quality = entry["quality"]
+            cells += [", ".join(_clip_gain(clip, values) for clip, values in quality.items())
+                      if quality else "not trained", _paired_cell(entry.get("psnr_vs_stae"))]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Memory: peak RSS of a fresh process stepping the model (PyTorch eager for the "
-              "ratios); time: median step; both ratios are to ConvLSTM at the same frame size. "
-              "Paper: Table 2 (UCF Sport 512², GPU memory at batch 1, inference time for 40 "
-              "samples; its comparison models ran on a 2x larger latent than STAE, here all "
-              "share STAE's stem). Gain: teacher-forced held-out PSNR (SSIM) over "
-              "copy-last-frame, per clip, from the model's committed eval.json. PSNR vs STAE: "
-              "the same held-out frames, model minus STAE, mean over all frames with a "
-              "bootstrap interval over frames (one training run per model), and on how many "
-              "frames the model is ahead."]
+    measured = ("Memory: peak RSS of a fresh process stepping the model (PyTorch eager for the "
+                "ratios); time: median step; both ratios are to ConvLSTM at the same frame "
+                "size. Paper: Table 2 (UCF Sport 512², GPU memory at batch 1, inference time "
+                "for 40 samples; its comparison models ran on a 2x larger latent than STAE")
+    if paper_config:
+        lines += ["", measured + ", as here). Every model at the paper's depth and width (4 "
+                  "layers, 64 channels), seeded random weights; the configs and what the paper "
+                  "leaves open: stae_deploy.benchmarks.bench_models.paper_config."]
+    else:
+        lines += ["", measured + "; here all share STAE's stem). Gain: teacher-forced held-out "
+                  "PSNR (SSIM) over copy-last-frame, per clip, from the model's committed "
+                  "eval.json. PSNR vs STAE: the same held-out frames, model minus STAE, mean "
+                  "over all frames with a bootstrap interval over frames (one training run per "
+                  "model), and on how many frames the model is ahead."]
     return "\n".join(lines) + "\n"
 
 

@@ -4,14 +4,31 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
-from stae_deploy.benchmarks.bench_models import (CHECKPOINTS_DIR, PAPER_TABLE2, available_models,
-                                 comparison_markdown, comparison_rows, held_out_quality,
-                                 paired_psnr_vs_stae, selected_models)
+from stae_deploy.benchmarks.bench_models import (CHECKPOINTS_DIR, MODELS_DIR, PAPER_TABLE2,
+                                                 available_models, comparison_markdown,
+                                                 comparison_rows, held_out_quality,
+                                                 paired_psnr_vs_stae, paper_config,
+                                                 selected_models)
 from stae_deploy.benchmarks import models_quality
 from stae_deploy.runtime.errors import ConfigError
+from stae_deploy.stae_ref.config import STAEConfig
+from stae_deploy.stae_ref.layers import space_to_depth
+
+from conftest import seeded_model
 
 TABLE2_MODELS = ("stae", "convlstm", "st_lstm", "causal_lstm", "e3d_lstm", "stae_standard_ed")
+# Table 2's caption: "the size of the encoded features of STAE is 64 x 2 x 16 x 16 (channels,
+# time, height, width) and 64 x 2 x 32 x 32 for others", at 512x512; §3: 4 layers, 64 channels.
+PAPER_LATENT_512 = {"stae": (64, 2, 16, 16), "others": (64, 2, 32, 32)}
+PAPER_LAYERS = 4
+
+
+def paper_latent(name, size=512):
+    """The caption's latent (C, T, h, w) of model ``name`` at ``size``x``size`` frames."""
+    channels, time, height, width = PAPER_LATENT_512.get(name, PAPER_LATENT_512["others"])
+    return channels, time, height * size // 512, width * size // 512
 
 
 @pytest.fixture
@@ -45,8 +62,9 @@ def test_only_trained_models_bring_held_out_quality(only_stae_and_convlstm_train
 
 def test_ratios_are_to_convlstm_at_the_same_frame_size():
     def row(model, size, backend, ms, rss):
-        return {"model": model, "frame_size": [size, size], "backend": backend,
-                "latency_ms_median": ms, "peak_rss_mb": rss, "gflop_per_step": 1.0}
+        return {"model": model, "frame_size": [size, size], "latent_shape": [8, 2, 4, 4],
+                "backend": backend, "latency_ms_median": ms, "peak_rss_mb": rss,
+                "gflop_per_step": 1.0}
 
     rows = [row("convlstm", 256, "pytorch eager", 10.0, 400.0),
             row("stae", 256, "pytorch eager", 15.0, 300.0),
@@ -84,8 +102,62 @@ def test_stae_bench_models_prints_table_2_for_this_machine(tmp_path, capsys):
     assert "city +4.95 (+0.012)" in printed       # ConvLSTM's committed eval: PSNR dB (SSIM)
 
 
+@pytest.mark.parametrize("name", TABLE2_MODELS)
+def test_the_paper_configuration_builds_the_papers_depth_width_and_latent(name):
+    config = paper_config(name)
+    model = seeded_model(config)
+    clip = torch.zeros(1, 3, config.clip_len, *config.frame_size)       # (B, 3, T, 512, 512)
+    latent = model.output_encoder(space_to_depth(clip, config.patch))   # the encoder's output
+    expected = paper_latent(name)
+    assert config.frame_size == (512, 512) and tuple(latent.shape[1:]) == expected
+    hidden = model.spec().tensor("hidden").shape                        # (B, N, C, T, h, w)
+    assert tuple(hidden[1:]) == (PAPER_LAYERS, *expected)
+    own = STAEConfig.load(MODELS_DIR / f"{name}.json").to_dict()
+    changed = {"frame_size", "layers", "hidden", "patch", "stride2_stages"}
+    assert {k: v for k, v in config.to_dict().items() if k not in changed} == \
+        {k: v for k, v in own.items() if k not in changed}
+
+
+@pytest.mark.integration   # steps six 4-layer models
+def test_paper_config_benches_every_model_at_its_latent_with_random_weights(tmp_path, capsys,
+                                                                            monkeypatch):
+    from stae_deploy.cli.main import main
+
+    monkeypatch.setattr("stae_deploy.benchmarks.bench.matmul_gflops",
+                        lambda threads: {"numpy": 1.0, "best": 1.0})
+    out = tmp_path / "table2.json"
+    assert main(["bench", "--models", "all", "--paper-config", "--frame-sizes", "64",
+                 "--steps", "1", "--warmup", "0", "--backends", "eager", "--no-memory",
+                 "--work-dir", str(tmp_path / "work"), "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["settings"]["paper_config"] is True
+    rows = {entry["model"]: entry for entry in report["table2"]}
+    assert list(rows) == available_models()
+    for name, entry in rows.items():
+        built = seeded_model(paper_config(name).with_frame_size(64))
+        assert entry["latent_shape"] == list(built.spec().tensor("hidden").shape[2:]) \
+            == list(paper_latent(name, 64))
+        assert entry["params"] == sum(p.numel() for p in built.parameters())   # not the demo's
+        assert entry["quality"] is None and entry["psnr_vs_stae"] is None
+        assert entry["ms_pytorch eager"] > 0
+        saved = STAEConfig.load(tmp_path / "work" / name / "paper_config.json")
+        assert saved == paper_config(name)
+    assert rows["convlstm"]["time_ratio"] == pytest.approx(1.0)
+    printed = capsys.readouterr().out
+    assert "Table 2 at the paper's configuration" in printed
+    assert "| STAE | 64x64 | 64x2x2x2 |" in printed and "held-out gain" not in printed
+
+
+def test_paper_config_needs_models(capsys):
+    from stae_deploy.cli.main import main
+
+    assert main(["bench", "--paper-config", "--frame-sizes", "64"]) == 2
+    assert "--paper-config: it sets the configs of --models" in capsys.readouterr().err
+
+
 def test_the_quality_column_gives_psnr_and_ssim_gain_per_clip_or_says_not_trained():
-    entry = {"frame_size": [64, 64], "params": 1e6, "gflop_per_step": 1.0, "memory_ratio": None,
+    entry = {"frame_size": [64, 64], "latent_shape": [8, 2, 8, 8], "params": 1e6,
+             "gflop_per_step": 1.0, "memory_ratio": None,
              "paper_memory_ratio": None, "time_ratio": None, "paper_time_ratio": None}
     trained = {**entry, "model": "convlstm", "quality": {
         "city": {"gain_db": 4.946, "ssim_gain": 0.012},

@@ -1,6 +1,6 @@
 """``stae bench``: per-step latency, GFLOP/s and peak memory of every backend in one run.
 
-    stae bench [--checkpoint CKPT | --config cfg.json | --models all|NAME...]
+    stae bench [--checkpoint CKPT | --config cfg.json | --models all|NAME... [--paper-config]]
                [--frame-sizes 256 512] [--batch N]
                [--steps 20] [--warmup 3] [--threads N] [--backends eager plain fast fp16 int8]
                [--json PATH|-] [--markdown PATH] [--plot PATH] [--work-dir DIR] [--no-memory]
@@ -27,6 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", nargs="+", metavar="NAME",
                         help="bench these configs of stae_ref/models/ ('all': every one) and "
                              "print the paper's Table 2 for this machine")
+    parser.add_argument("--paper-config", action="store_true",
+                        help="with --models: run each at the paper's Table 2 configuration "
+                             "instead of its config file's (4 layers x 64 channels; STAE on a "
+                             "16x16 latent at 512x512, the others on 32x32), random weights, "
+                             "no quality columns")
     parser.add_argument("--frame-sizes", type=frame_size, nargs="+", metavar="N|HxW",
                         default=[(256, 256), (512, 512)],
                         help="frame sizes to run the model's weights at")
@@ -60,8 +65,8 @@ def run(args: argparse.Namespace) -> int:
 
     settings = BenchSettings(
         frame_sizes=tuple(args.frame_sizes), source=model_source(args),
-        models=tuple(args.models or ()), batch=args.batch, steps=args.steps,
-        warmup=args.warmup, threads=args.threads, backends=tuple(args.backends),
+        models=tuple(args.models or ()), paper_config=args.paper_config, batch=args.batch,
+        steps=args.steps, warmup=args.warmup, threads=args.threads, backends=tuple(args.backends),
         memory=not args.no_memory, profile=args.profile, work_dir=args.work_dir,
         force=args.force)
     outputs = {option: refuse_overwrite(path, settings.force) for option, path in
