@@ -256,8 +256,9 @@ class _StreamLoop:
 
     def guard_state(self, guard: RangeGuard, extremes: dict[str, tuple[float, float]],
                     log: Callable[[str], None]) -> list[str]:
-        """Count a step whose state (``extremes``: name -> (min, max)) left ``guard``'s limits,
-        warn once per tensor, restart the stream if the guard says so; the tensors outside."""
+        """Count a step whose state (``extremes``: name -> (min, max)) left ``guard``'s limits
+        and warn once per tensor; returns the tensors outside (the caller restarts the stream
+        in "reset" mode, after the step is recorded)."""
         excursions = guard.excursions(extremes)
         if excursions:
             self.summary.out_of_range_steps += 1
