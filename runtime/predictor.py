@@ -69,7 +69,7 @@ class StepModel(Protocol):
 
     def state_extremes(self, stream: Any) -> dict[str, tuple[float, float]] | None:
         """(min, max) of each of ``stream``'s state tensors now; None where the state is not
-        here to read (a served model)."""
+        here to read without a copy (on the device, or on a server)."""
         ...
 
 
@@ -171,8 +171,9 @@ class Predictor:
         name: how messages call it (its source)."""
         return Stream(self.backend, name)
 
-    def state_extremes(self, stream: Stream) -> dict[str, tuple[float, float]]:
-        """(min, max) of each of ``stream``'s state tensors now, keyed by state input name."""
+    def state_extremes(self, stream: Stream) -> dict[str, tuple[float, float]] | None:
+        """(min, max) of each of ``stream``'s state tensors now, keyed by state input name;
+        None where the backend keeps the state on the device (no host copy per step)."""
         return self.backend.state_extremes(stream.current, 0)
 
     def step(self, stream: Stream, frame: np.ndarray, horizon: int | None = None) -> np.ndarray:

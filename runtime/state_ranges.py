@@ -59,4 +59,7 @@ class StateRanges:
                 data["ranges"], Mapping):
             raise ProtocolError(f"state ranges: expected {{'source': ..., 'ranges': {{name: "
                                 f"[min, max]}}}}, got {text[:80]!r}")
+        if not all(isinstance(v, list) for v in data["ranges"].values()):
+            raise ProtocolError(f"state ranges: each range must be [min, max], got "
+                                f"{text[:80]!r}")
         return cls(data["source"], {k: tuple(v) for k, v in data["ranges"].items()})

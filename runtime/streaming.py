@@ -392,6 +392,10 @@ def run_streams(predictor: StepModel, grabbers: Sequence[FrameGrabber], options:
     ranges = predictor.metadata.state_ranges
     guard = (RangeGuard(ranges, options.range_guard)
              if ranges is not None and options.range_guard.mode != "off" else None)
+    if guard is not None and loops and predictor.state_extremes(loops[0].stream) is None:
+        log("range guard: not checked: this model keeps its state on the device or a server, "
+            "and reading it would copy it every step")
+        guard = None
     throughput, start, completed = Throughput(), time.perf_counter(), False
     try:
         while True:

@@ -173,8 +173,7 @@ def run_clip(model_path, mode: str, frames: int = 30) -> tuple[dict, list[str]]:
 
 def test_the_guard_counts_warns_once_and_resets_when_asked(causal_int8, tmp_path):
     source, output, info = causal_int8
-    read_metadata(load_model(output), str(output))              # calibrated ranges: silent
-    summary, messages = run_clip(output, "warn")
+    summary, messages = run_clip(output, "warn")                 # calibrated ranges: silent
     assert summary["out_of_range_steps"] == 0 and not any("range" in m for m in messages)
     narrow = tmp_path / "narrow.onnx"                            # a range it will leave
     high = info.ranges["temporal_memory"].max
@@ -187,6 +186,29 @@ def test_the_guard_counts_warns_once_and_resets_when_asked(causal_int8, tmp_path
     summary, _ = run_clip(narrow, "reset")
     assert summary["resets"] == summary["out_of_range_steps"] >= 10
     assert run_clip(narrow, "off")[0]["out_of_range_steps"] == 0
+
+
+def test_the_guard_never_copies_device_state_to_read_it(causal_int8, tmp_path):
+    """A backend that keeps the state on the device answers None: the guard says once that it
+    does not check, instead of copying the state to the host every step."""
+    source, _, info = causal_int8
+    narrow = tmp_path / "narrow.onnx"
+    high = info.ranges["temporal_memory"].max
+    with_ranges(source, narrow, {"temporal_memory": (0.0, high / 100)})
+
+    class DeviceStatePredictor(Predictor):
+        def state_extremes(self, stream):
+            return None
+
+    messages: list[str] = []
+    with FrameGrabber(SourceConfig(str(fetch("carphone")))) as grabber:
+        base = Predictor.load(narrow)
+        [summary], _ = run_streams(DeviceStatePredictor(base.backend), [grabber],
+                                   RunOptions(max_frames=10), log=messages.append)
+    assert summary.out_of_range_steps == 0
+    assert [m for m in messages if "range guard" in m] == [
+        "range guard: not checked: this model keeps its state on the device or a server, and "
+        "reading it would copy it every step"]
 
 
 def test_a_metadata_range_of_no_state_is_refused_naming_the_file(exported, tmp_path):

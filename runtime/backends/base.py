@@ -56,12 +56,11 @@ class Backend(ABC):
         """One stream's state copied to the host, keyed by state input name, each (1, ...).
         For inspection and tests: a step never needs it."""
 
-    def state_extremes(self, state: StateSet, row: int) -> dict[str, tuple[float, float]]:
+    def state_extremes(self, state: StateSet, row: int) -> dict[str, tuple[float, float]] | None:
         """(min, max) of each state tensor of one stream, keyed by state input name, for the
-        range guard. This default copies the row to the host (:meth:`read_row`); a backend
-        whose state lives on the host reads it in place."""
-        return {name: (float(values.min()), float(values.max()))
-                for name, values in self.read_row(state, row).items()}
+        range guard; None where reading them would copy device state to the host (this
+        default: a backend whose state lives on the host reads it in place)."""
+        return None
 
     @abstractmethod
     def write_row(self, state: StateSet, row: int, values: Mapping[str, np.ndarray]) -> None:

@@ -103,9 +103,9 @@ class OnnxRuntimeBackend(Backend):
                                     + row * pair.input.sample_nbytes)
         return host
 
-    def state_extremes(self, state: StateSet, row: int) -> dict[str, tuple[float, float]]:
-        if state.arrays is None:                       # on the GPU: the base class's copy
-            return super().state_extremes(state, row)
+    def state_extremes(self, state: StateSet, row: int) -> dict[str, tuple[float, float]] | None:
+        if state.arrays is None:                       # on the GPU: not without a copy
+            return None
         return {name: (float(values[row].min()), float(values[row].max()))
                 for name, values in state.arrays.items()}
 
