@@ -59,7 +59,7 @@ from stae_deploy.runtime.predictor import Predictor
 from stae_deploy.serving.triton_client import SequenceRequest, TritonSequenceClient
 from stae_deploy.serving.triton_python_repository import write_python_repository
 from stae_deploy.serving.triton_repository import TritonOptions
-from stae_deploy.serving.triton_server import ServerSettings, TritonServer, free_port
+from stae_deploy.serving.triton_server import ServerSettings, TritonServer, free_ports
 from stae_deploy.stae_ref.footage import load_clips
 
 MODEL_NAME = "stae"
@@ -310,8 +310,7 @@ def run(settings: LoadSettings, json_path: Path | None = None, markdown_path: Pa
         write_python_repository(settings.model, repository, TritonOptions(
             model_name=MODEL_NAME, max_batch=max(settings.concurrency),
             max_queue_delay_us=settings.queue_delay_us), threads=settings.threads or 0)
-        with TritonServer(ServerSettings(repository, free_port(), free_port(),
-                                         free_port())) as server:
+        with TritonServer(ServerSettings(repository, *free_ports(3))) as server:
             version = server.version()
             for repeat in range(settings.repeats):
                 for concurrency in settings.concurrency:

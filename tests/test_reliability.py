@@ -28,6 +28,7 @@ from stae_deploy.runtime.onnx_session import open_session
 from stae_deploy.runtime.predictor import Predictor
 from stae_deploy.runtime.sources import FrameGrabber, SourceConfig
 from stae_deploy.stae_ref.footage import fetch
+from stae_deploy.serving.triton_server import free_ports
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -257,15 +258,8 @@ def test_a_folder_of_pngs(tmp_path):
     _fails_at_once(str(folder), r"frames: is a directory; expected a video file")
 
 
-def closed_port() -> int:
-    """A loopback port that was just free: nothing listens on it."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_rtsp_to_a_closed_port_retries_a_bounded_number_of_times_then_fails(tmp_path):
-    url = f"rtsp://127.0.0.1:{closed_port()}/stream"
+    url = f"rtsp://127.0.0.1:{free_ports(1)[0]}/stream"
     messages: list[str] = []
     config = SourceConfig(url, reconnect_attempts=2, backoff_s=0.05)
     started = time.perf_counter()

@@ -2,7 +2,6 @@
 frames and reconnect, and clear errors for every bad input."""
 import os
 import shutil
-import socket
 import threading
 import time
 
@@ -19,6 +18,7 @@ from stae_deploy.runtime.onnx_session import OnnxStepper
 from stae_deploy.runtime.predictor import Predictor
 from stae_deploy.runtime.sources import FrameGrabber, SourceConfig
 from stae_deploy.runtime.streaming import RunOptions, run_stream
+from stae_deploy.serving.triton_server import free_ports
 from stae_deploy.stae_ref.footage import fetch, load_clip
 
 from conftest import SMALL_CONFIG, requires_cuda, requires_tensorrt
@@ -231,16 +231,10 @@ def test_a_vanished_file_ends_with_a_clear_error(small_onnx_path, tmp_path):
             run_stream(predictor, grabber, RunOptions())
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_rtsp_with_nothing_listening_retries_then_fails_clearly(small_onnx_path, capsys):
     from stae_deploy.cli.main import main
 
-    url = f"rtsp://127.0.0.1:{free_port()}/camera"
+    url = f"rtsp://127.0.0.1:{free_ports(1)[0]}/camera"
     assert main(["run", str(small_onnx_path[0]), "--input", url, "--reconnect-attempts", "2",
                  "--quiet"]) == 2
     err = capsys.readouterr().err

@@ -29,7 +29,7 @@ from stae_deploy.serving.triton_predictor import ServedPredictor
 from stae_deploy.serving.triton_python_repository import write_python_repository
 from stae_deploy.serving.triton_repository import TritonOptions
 from stae_deploy.serving.triton_server import (ServerSettings, TritonServer, bundled_server_dir,
-                                               free_port)
+                                               free_ports)
 from stae_deploy.stae_ref.footage import fetch
 
 from conftest import SMALL_CONFIG, random_provenance, seeded_model
@@ -52,8 +52,9 @@ def repository(tmp_path_factory) -> Path:
 
 
 def settings(repository: Path) -> ServerSettings:
-    return ServerSettings(repository, http_port=free_port(), grpc_port=free_port(),
-                          metrics_port=free_port())
+    http_port, grpc_port, metrics_port = free_ports(3)
+    return ServerSettings(repository, http_port=http_port, grpc_port=grpc_port,
+                          metrics_port=metrics_port)
 
 
 def clip_frames(name: str, count: int, first: int = 0) -> list[np.ndarray]:
@@ -140,10 +141,11 @@ def test_server_refuses_a_taken_port_and_a_missing_repository(repository, tmp_pa
     bundled_server_dir()                   # installed by `make install`
     run = settings(repository)
     with TritonServer(run):
+        grpc_port, metrics_port = free_ports(2)
         with pytest.raises(ConfigError, match=f"http_port: port {run.http_port} on 127.0.0.1 "
                                               f"is taken"):
             TritonServer(ServerSettings(repository, http_port=run.http_port,
-                                        grpc_port=free_port(), metrics_port=free_port()))
+                                        grpc_port=grpc_port, metrics_port=metrics_port))
     with pytest.raises(ConfigError, match="expected a model repository directory"):
         TritonServer(settings(tmp_path / "nowhere"))
     with pytest.raises(ConfigError, match="three different ports"):
@@ -156,7 +158,7 @@ def test_stae_triton_and_stae_serve_from_the_command_line(repository, tmp_path):
                               "--backend", "python", "--model-name", "cams", "--threads", "1"],
                              capture_output=True, text=True, check=True)
     assert json.loads(written.stdout)["backend"] == "python"
-    ports = [str(free_port()) for _ in range(3)]
+    ports = [str(port) for port in free_ports(3)]
     server = subprocess.Popen([STAE, "serve", str(tmp_path / "repo"), "--http-port", ports[0],
                                "--grpc-port", ports[1], "--metrics-port", ports[2]],
                               stdout=subprocess.PIPE, text=True)
