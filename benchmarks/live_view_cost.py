@@ -12,8 +12,8 @@ and a viewer doing what the page does (one MJPEG connection per stream, ``/api/s
 machine would be; "served_idle_viewer" the same with the viewer at idle priority, so that it
 never preempts the run: what serving costs the run when the browser is on another machine. The
 report gives, per served way, the median of the paired ratios to plain, the viewer's CPU (cores
-it kept busy while watching) and the panels per second it received (the view's own threads run
-at idle priority, so under a saturated CPU they show fewer panels rather than slow the run).
+it kept busy while watching) and the panels per second it received (so that a view starved of
+CPU, which would cost nothing and show nothing, cannot pass for a cheap one).
 """
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ from stae_deploy.benchmarks.bench_report import write_text
 from stae_deploy.benchmarks.multistream_throughput import CLIP_ORDER
 from stae_deploy.runtime.errors import exit_code_of
 from stae_deploy.runtime.files import refuse_overwrite
-from stae_deploy.runtime.live_view import BOUNDARY, LiveView, ViewSettings
+from stae_deploy.runtime.live_view import LiveView, ViewSettings
+from stae_deploy.runtime.live_view_server import BOUNDARY
 from stae_deploy.runtime.machine import machine_info
 from stae_deploy.runtime.predictor import Predictor
 from stae_deploy.runtime.sources import FrameGrabber, SourceConfig

@@ -40,7 +40,7 @@ from stae_deploy.runtime.machine import machine_info
 from stae_deploy.runtime.plots import save_figure
 from stae_deploy.runtime.predictor import Predictor
 from stae_deploy.runtime.sources import FrameGrabber, SourceConfig
-from stae_deploy.runtime.streaming import RunOptions, RunSummary, run_streams
+from stae_deploy.runtime.streaming import PanelFrames, RunOptions, RunSummary, run_streams
 from stae_deploy.runtime.surprise import SurpriseSettings
 from stae_deploy.stae_ref.footage import fetch
 
@@ -91,7 +91,7 @@ class _Scores:
         return False
 
     def on_step(self, index: int, record: dict[str, Any], summary: RunSummary,
-                panel: np.ndarray | None) -> None:
+                frames: PanelFrames | None) -> None:
         self.frames += 1
         if record.get("surprise") is not None:
             self.scores.append((record["source_frame"], record["surprise"]))

@@ -11,9 +11,7 @@ import datetime
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
-
-from stae_deploy.runtime.streaming import JsonLinesWriter, RunSummary
+from stae_deploy.runtime.streaming import JsonLinesWriter, PanelFrames, RunSummary
 
 
 class SurpriseEventLog:
@@ -29,7 +27,7 @@ class SurpriseEventLog:
         return False
 
     def on_step(self, index: int, record: dict[str, Any], summary: RunSummary,
-                panel: np.ndarray | None) -> None:
+                frames: PanelFrames | None) -> None:
         if not record.get("surprise_event"):
             return
         now = datetime.datetime.now(datetime.timezone.utc)

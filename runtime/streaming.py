@@ -16,12 +16,13 @@ or its pending prediction, by its cadence; ``repeated_frames="step"`` feeds ever
 """
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence, TextIO
+from typing import Any, Callable, NamedTuple, Protocol, Sequence, TextIO
 
 import cv2
 import numpy as np
@@ -156,17 +157,18 @@ class Throughput:
 class StepObserver(Protocol):
     """Something that watches a run step by step: the live view, the surprise event log.
 
-    wants_panel(i): whether stream i's next step should compose its actual | predicted | error
-    panel for it (composing costs time; say no when nobody looks). on_step(i, record, summary,
-    panel): after each step of stream i: the step's metrics record (see :class:`_StreamLoop`),
-    the stream's running summary, and the BGR panel when asked for. on_end(i, summary): stream
-    i is done (``summary.error`` says why if it failed).
+    wants_panel(i): whether stream i's next step should hand it the frames of its actual |
+    predicted | error panel (say no when nobody looks). on_step(i, record, summary, frames):
+    after each step of stream i: the step's metrics record (see :class:`_StreamLoop`), the
+    stream's running summary, and, when asked for, the :class:`PanelFrames` (the observer
+    composes the panel with :func:`compose_panel` where it suits it, off the run's thread if it
+    likes). on_end(i, summary): stream i is done (``summary.error`` says why if it failed).
     """
 
     def wants_panel(self, index: int) -> bool: ...
 
     def on_step(self, index: int, record: dict[str, Any], summary: RunSummary,
-                panel: np.ndarray | None) -> None: ...
+                frames: PanelFrames | None) -> None: ...
 
     def on_end(self, index: int, summary: RunSummary) -> None: ...
 
@@ -174,7 +176,33 @@ class StepObserver(Protocol):
 def error_heatmap(predicted: np.ndarray, actual: np.ndarray) -> np.ndarray:
     """|predicted - actual| of two RGB (3, H, W) frames as a BGR uint8 heat-map (H, W, 3)."""
     error = np.abs(np.clip(predicted, 0, 1) - actual).mean(axis=0) * HEATMAP_GAIN
-    return cv2.applyColorMap((np.clip(error, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_INFERNO)
+    level = (np.clip(error, 0, 1) * 255).astype(np.uint8)
+    return cv2.LUT(cv2.merge([level, level, level]), _heatmap_colours())
+
+
+@functools.cache
+def _heatmap_colours() -> np.ndarray:
+    """OpenCV's inferno colour map as a (256, 1, 3) BGR lookup table (``cv2.applyColorMap``
+    builds it anew on every call, which costs more than the rest of the heat-map)."""
+    return cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_INFERNO)
+
+
+class PanelFrames(NamedTuple):
+    """What a step's panel shows: the frame that arrived and the prediction made for it, model
+    frames RGB float32 ``(3, H, W)`` in [0, 1] (the prediction unclipped). Valid only during
+    :meth:`StepObserver.on_step`: copy what you keep."""
+
+    actual: np.ndarray
+    predicted: np.ndarray
+
+
+def compose_panel(frames: PanelFrames) -> np.ndarray:
+    """The actual | predicted | error heat-map panel of ``frames``, BGR uint8
+    ``(H + caption, 3 W, 3)``."""
+    return side_by_side([
+        ("actual", model_frame_to_bgr(frames.actual)),
+        ("predicted", model_frame_to_bgr(frames.predicted)),
+        (f"|error| x{HEATMAP_GAIN:g}", error_heatmap(frames.predicted, frames.actual))])
 
 
 class JsonLinesWriter:
@@ -309,7 +337,7 @@ class _StreamLoop:
                                   "repeated": repeated, "state_lost": state_lost}
         if out_of_range:
             record["state_out_of_range"] = list(out_of_range)
-        panel = None
+        frames = None
         watching = [o for o in self.observers if o.wants_panel(self.index)]
         if self.previous_prediction is not None and self.previous_frame is not None:
             summary.psnr_db.append(psnr_db(np.clip(self.previous_prediction, 0, 1), frame))
@@ -322,11 +350,9 @@ class _StreamLoop:
                 summary.surprise_events += started is not None
                 record.update(surprise=None if score is None else round(score, 3),
                               surprise_event=started is not None)
-            if self.video is not None or options.show or watching:   # compose only for a sink
-                panel = side_by_side([
-                    ("actual", model_frame_to_bgr(frame)),
-                    ("predicted", model_frame_to_bgr(self.previous_prediction)),
-                    (f"|error| x{HEATMAP_GAIN:g}", error_heatmap(self.previous_prediction, frame))])
+            frames = PanelFrames(frame, self.previous_prediction)
+            if self.video is not None or options.show:     # compose only for a sink
+                panel = compose_panel(frames)
                 if self.video is not None:
                     self.video.write(panel)
                 if options.show:
@@ -348,7 +374,7 @@ class _StreamLoop:
             self.metrics.write(record)
         for observer in self.observers:
             observer.on_step(self.index, record, summary,
-                             panel if observer in watching else None)
+                             frames if observer in watching else None)
         return record
 
     def _count_nonfinite(self, error: NonFiniteStateError, now: float,

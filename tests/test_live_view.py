@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -21,9 +22,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stae_deploy.runtime.errors import ConfigError
 from stae_deploy.runtime.live_view import LiveView, ViewSettings
+from stae_deploy.runtime.live_view_server import VIEW_NICENESS
 from stae_deploy.runtime.predictor import Predictor
 from stae_deploy.runtime.sources import FrameGrabber, SourceConfig
-from stae_deploy.runtime.streaming import RunOptions, RunSummary, run_streams
+from stae_deploy.runtime.streaming import PanelFrames, RunOptions, RunSummary, run_streams
 from stae_deploy.stae_ref.footage import fetch
 
 README_SHOT = Path(__file__).resolve().parents[1] / "benchmarks/results/live_view.png"
@@ -143,27 +145,83 @@ def test_only_loopback_unless_asked_and_a_taken_port_is_named():
     assert ViewSettings.parse(":9000") == ViewSettings(port=9000)
     with pytest.raises(ConfigError, match="expected HOST:PORT"):
         ViewSettings.parse("localhost")
+    assert ViewSettings.parse(":9000", max_fps=2.5).max_fps == 2.5
+    with pytest.raises(ConfigError, match=r"max_fps \(--serve-fps\): expected panels per "
+                                          r"second > 0, got 0"):
+        ViewSettings.parse(":9000", max_fps=0)
     with LiveView(ViewSettings(port=0), ["cam"], 6.0) as view:
         port = int(view.url.rsplit(":", 1)[1].strip("/"))
         with pytest.raises(ConfigError, match=f"--serve 127.0.0.1:{port}: cannot listen there"):
             LiveView(ViewSettings(port=port), ["cam"], 6.0)
 
 
-@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
-def test_the_view_only_takes_cores_the_model_leaves_idle():
-    """The JPEG encoder, the server and every request thread it starts run at SCHED_IDLE, so a
-    viewer cannot preempt the model's threads (benchmarks/live_view_cost.py measures the rest)."""
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_view_runs_in_its_own_process_at_a_lower_priority():
+    """The server, the JPEG encoder and every request thread run in the view's process, all at
+    niceness VIEW_NICENESS: a viewer never holds the run's GIL and yields the cores to the
+    model's threads (benchmarks/live_view_cost.py measures the rest)."""
+    threads_before, run_niceness = set(threading.enumerate()), os.getpriority(os.PRIO_PROCESS, 0)
     with LiveView(ViewSettings(port=0), ["cam"], 6.0) as view:
         answer = urllib.request.urlopen(view.url + "stream/0.mjpg", timeout=10)
         time.sleep(0.3)
-        view_threads = [t for t in threading.enumerate() if t.name.startswith("stae-live-view")
-                        or "process_request_thread" in t.name]
-        assert len(view_threads) == 3, [t.name for t in view_threads]
-        for thread in view_threads:
-            assert thread.native_id is not None
-            assert os.sched_getscheduler(thread.native_id) == os.SCHED_IDLE, thread.name
-        assert os.sched_getscheduler(0) == os.SCHED_OTHER        # the run's thread is untouched
+        assert view.server_pid is not None and view.server_pid != os.getpid()
+        tasks = list(Path(f"/proc/{view.server_pid}/task").iterdir())
+        assert len(tasks) >= 3                    # main (encoder), server, the MJPEG request
+        for task in tasks:
+            assert os.getpriority(os.PRIO_PROCESS, int(task.name)) == max(
+                VIEW_NICENESS, run_niceness), task
+        assert set(threading.enumerate()) == threads_before      # nothing runs in the run's
+        assert os.getpriority(os.PRIO_PROCESS, 0) == run_niceness   # the run is untouched
         answer.close()
+
+
+def test_the_view_process_ends_with_the_run_even_a_killed_one(tmp_path):
+    """A run that dies without closing its view (kill -9, os._exit) leaves no server behind:
+    the view's process sees its doorbell close, stops and exits."""
+    script = ("import os, sys; from stae_deploy.runtime.live_view import LiveView, ViewSettings\n"
+              "view = LiveView(ViewSettings(port=0), ['cam'], 6.0)\n"
+              "print(view.server_pid, view.url, flush=True); sys.stdin.readline(); os._exit(9)\n")
+    run = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, text=True)
+    assert run.stdin is not None and run.stdout is not None
+    pid, url = run.stdout.readline().split()
+    assert get(url + "healthz")[0] == 200
+    run.stdin.write("\n")
+    run.stdin.flush()
+    assert run.wait(timeout=30) == 9
+    deadline = time.monotonic() + 20
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{pid}").exists(), "the view's process outlived the run"
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(url + "healthz", timeout=5)
+
+
+def test_a_view_that_died_does_not_stop_the_run():
+    with LiveView(ViewSettings(port=0), ["cam"], 6.0) as view:
+        get(view.url + "frame/0.jpg")                          # someone watches
+        assert view.wants_panel(0)
+        os.kill(view.server_pid, 9)
+        time.sleep(0.5)
+        frame = np.full((3, 32, 32), 0.5, np.float32)
+        for step in range(1, 4):                               # no exception, no wait
+            view.on_step(0, step_record(step), RunSummary(steps=step),
+                         PanelFrames(frame, frame) if view.wants_panel(0) else None)
+
+
+def test_stae_run_serve_from_the_command_line(demo_dynamic_onnx_path, capsys):
+    """`stae run ... --serve 127.0.0.1:0` names the page, metrics and health URLs and ends with
+    the run; a bad --serve-fps is refused by name before anything runs."""
+    from stae_deploy.cli.main import main
+
+    command = ["run", str(demo_dynamic_onnx_path), "--input", str(fetch("city")),
+               "--max-frames", "12", "--serve", "127.0.0.1:0", "--quiet"]
+    assert main([*command, "--serve-fps", "0"]) == 2
+    assert "max_fps (--serve-fps): expected panels per second > 0, got 0.0" in \
+        capsys.readouterr().err
+    assert main([*command, "--serve-fps", "4"]) == 0
+    log = capsys.readouterr().err
+    assert "live view: http://127.0.0.1:" in log and "/metrics" in log and "/healthz" in log
 
 
 def chromium() -> str | None:

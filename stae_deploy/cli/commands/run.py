@@ -79,6 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "/metrics (Prometheus) and /healthz (e.g. 127.0.0.1:8080)")
     parser.add_argument("--serve-remote", action="store_true",
                         help="allow --serve on an address other machines can reach")
+    parser.add_argument("--serve-fps", type=float, default=ViewSettings.max_fps,
+                        help="the live view's panels per second and stream, at most (each "
+                             "costs the run a little CPU)")
     parser.add_argument("--events", default=None,
                         help="write every stream's surprise events here (JSON lines)")
     parser.add_argument("--surprise-threshold", type=float, default=SurpriseSettings.threshold,
@@ -112,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
                          range_guard=RangeGuardSettings(args.range_guard, args.range_margin))
     outputs = RunOutputs(video=args.output, metrics=args.metrics,
                          latency_plot=args.latency_plot, events=args.events, force=args.force)
-    view = ViewSettings.parse(args.serve, args.serve_remote) if args.serve else None
+    view = ViewSettings.parse(args.serve, args.serve_remote, args.serve_fps) if args.serve \
+        else None
     if args.server:
         result = _run_served(args, sources, options, outputs, view)
     elif args.model is None:
