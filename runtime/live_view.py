@@ -40,7 +40,7 @@ from stae_deploy.runtime.streaming import PanelFrames, RunSummary
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 VIEWER_IDLE_S = 5.0          # no request for this long: nobody is watching
 START_TIMEOUT_S = 60.0       # the view's process listens within this
-DEFAULT_PANELS_PER_S = 10.0  # the view's panels per second and stream, at most
+DEFAULT_PANELS_PER_S = 5.0   # the view's panels per second and stream, at most (--serve-fps)
 HEALTH_POLL_S = 0.2          # how often the sources' reconnecting flags are copied over
 
 
