@@ -20,6 +20,7 @@ from stae_deploy.runtime.files import refuse_overwrite
 from stae_deploy.runtime.plots import save_line_plot
 from stae_deploy.runtime.predictor import Predictor, StepModel
 from stae_deploy.runtime.sources import FrameGrabber, SourceConfig
+from stae_deploy.runtime.event_clips import EventClipSettings, EventClipWriter
 from stae_deploy.runtime.event_log import SurpriseEventLog
 from stae_deploy.runtime.live_view import LiveView, ViewSettings
 from stae_deploy.runtime.streaming import (RunOptions, RunSummary, StepObserver, StreamOutputs,
@@ -51,6 +52,7 @@ class RunOutputs:
     metrics: str | None = None
     latency_plot: str | None = None
     events: str | None = None            # every stream's surprise events, one JSON-lines file
+    event_clips: EventClipSettings | None = None    # a short video around each event
     force: bool = False
 
     def of_stream(self, index: int, streams: int) -> StreamFiles:
@@ -72,6 +74,8 @@ class RunOutputs:
             self.of_stream(index, streams)
         if self.events is not None:
             refuse_overwrite(Path(self.events), self.force)
+        if self.event_clips is not None:
+            self.event_clips.refuse_existing()
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,7 @@ class ModelRunResult:
     summaries: list[RunSummary]
     files: list[StreamFiles]
     throughput: Throughput
+    event_clips: list[Path] = field(default_factory=list)
 
 
 def _stderr_log(message: str) -> None:
@@ -159,6 +164,11 @@ def run_sources(model: StepModel, description: str, sources: Sequence[SourceConf
         if event_log is not None:
             observers.append(event_log)
             stack.push(lambda failed, *_: event_log.close(completed=failed is None))
+        clips = EventClipWriter(outputs.event_clips, streams) \
+            if outputs.event_clips is not None else None
+        if clips is not None:
+            observers.append(clips)
+            stack.callback(clips.close)
         grabbers = [stack.enter_context(FrameGrabber(source, log=log)) for source in sources]
         if live is not None:
             live.watch_sources(grabbers)
@@ -182,4 +192,4 @@ def run_sources(model: StepModel, description: str, sources: Sequence[SourceConf
                            {"inference (ms)": summary.infer_ms,
                             "capture to prediction (ms)": summary.latency_ms},
                            "step", "ms", f"stae run: latency per step ({source.uri})")
-    return ModelRunResult(summaries, files, throughput)
+    return ModelRunResult(summaries, files, throughput, clips.clips if clips else [])

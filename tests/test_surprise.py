@@ -8,10 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
 from stae_deploy.runtime.errors import ConfigError
+from stae_deploy.runtime.event_clips import EventClipSettings
 from stae_deploy.runtime.surprise import SurpriseSettings, SurpriseTracker, error_db
 from stae_deploy.stae_ref.footage import fetch
 
@@ -74,11 +76,13 @@ def test_settings_are_validated_by_name():
     assert SurpriseSettings(**SurpriseSettings().to_dict()) == SurpriseSettings()
 
 
-def test_stae_run_writes_the_scene_cuts_of_bikes_as_events(demo_dynamic_onnx_path, tmp_path):
-    events = tmp_path / "events.jsonl"
-    run = subprocess.run([STAE, "run", str(demo_dynamic_onnx_path), "--input",
-                          str(fetch("bikes")), "--events", str(events), "--quiet"],
-                         capture_output=True, text=True)
+def test_stae_run_writes_the_scene_cuts_of_bikes_as_events_and_clips(demo_dynamic_onnx_path,
+                                                                     tmp_path):
+    events, clips = tmp_path / "events.jsonl", tmp_path / "clips"
+    command = [STAE, "run", str(demo_dynamic_onnx_path), "--input", str(fetch("bikes")),
+               "--events", str(events), "--event-clips", str(clips), "--event-clip-frames", "4",
+               "--quiet"]
+    run = subprocess.run(command, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     lines = [json.loads(line) for line in events.read_text().splitlines()]
     assert lines and all(set(line) == {"stream", "source", "source_frame", "step", "time",
@@ -91,3 +95,34 @@ def test_stae_run_writes_the_scene_cuts_of_bikes_as_events(demo_dynamic_onnx_pat
     assert all(e["score"] >= 6.0 for e in lines)
     summary = json.loads(run.stdout.splitlines()[-1])
     assert summary["surprise_events"] == len(lines)
+    # one clip per event: 4 steps before, the event's, 4 after; the cut is between 3 and 4
+    assert sorted(path.name for path in clips.iterdir()) == sorted(
+        f"stream0_frame{e['source_frame']}.mp4" for e in lines)
+    for event in lines:
+        panels = read_video(clips / f"stream0_frame{event['source_frame']}.mp4")
+        assert len(panels) == 9, event
+        width = panels[0].shape[1] // 3                    # actual | predicted | error
+        actual = [panel[30:, :width].astype(float) for panel in panels]
+        change = [float(np.abs(b - a).mean()) for a, b in zip(actual, actual[1:])]
+        assert change[3] == max(change) and change[3] > 3 * np.median(change), (event, change)
+    events.unlink()                                    # only the clips are left to refuse
+    refused = subprocess.run(command, capture_output=True, text=True)
+    assert refused.returncode == 2 and f"--event-clips {clips}: already holds" in refused.stderr
+
+
+def test_event_clip_settings_name_the_bad_field(tmp_path):
+    with pytest.raises(ConfigError, match=r"frames_before/frames_after \(--event-clip-frames\): "
+                                          r"expected >= 0, got -1, 4"):
+        EventClipSettings(tmp_path, frames_before=-1, frames_after=4)
+    (tmp_path / "file").write_text("user's")
+    with pytest.raises(ConfigError, match="--event-clips .*file: not a folder"):
+        EventClipSettings(tmp_path / "file").refuse_existing()
+
+
+def read_video(path: Path) -> list[np.ndarray]:
+    """Every frame of a video file, BGR uint8."""
+    video, frames = cv2.VideoCapture(str(path)), []
+    while (frame := video.read()[1]) is not None:
+        frames.append(frame)
+    video.release()
+    return frames

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from stae_deploy.cli.args import add_provider
 from stae_deploy.runtime.errors import ConfigError, SourceError
+from stae_deploy.runtime.event_clips import EventClipSettings
 from stae_deploy.runtime.live_view import ViewSettings
 from stae_deploy.runtime.range_guard import GUARD_MODES, RangeGuardSettings
 from stae_deploy.runtime.surprise import SurpriseSettings
@@ -84,6 +85,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "costs the run a little CPU)")
     parser.add_argument("--events", default=None,
                         help="write every stream's surprise events here (JSON lines)")
+    parser.add_argument("--event-clips", default=None, metavar="DIR",
+                        help="write a short video around each surprise event into DIR "
+                             "(streamI_frameN.mp4)")
+    parser.add_argument("--event-clip-frames", type=int, default=EventClipSettings.frames_before,
+                        metavar="N", help="steps before and after the event in each clip")
     parser.add_argument("--surprise-threshold", type=float, default=SurpriseSettings.threshold,
                         help="surprise score (robust standard deviations of the stream's own "
                              "recent prediction error) at which an event starts")
@@ -114,7 +120,11 @@ def run(args: argparse.Namespace) -> int:
                          surprise=SurpriseSettings(threshold=args.surprise_threshold),
                          range_guard=RangeGuardSettings(args.range_guard, args.range_margin))
     outputs = RunOutputs(video=args.output, metrics=args.metrics,
-                         latency_plot=args.latency_plot, events=args.events, force=args.force)
+                         latency_plot=args.latency_plot, events=args.events,
+                         event_clips=EventClipSettings(
+                             Path(args.event_clips), args.event_clip_frames,
+                             args.event_clip_frames, args.output_fps, args.force)
+                         if args.event_clips else None, force=args.force)
     view = ViewSettings.parse(args.serve, args.serve_remote, args.serve_fps) if args.serve \
         else None
     if args.server:
@@ -132,6 +142,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"wrote {path}", file=sys.stderr)
     if args.events and Path(args.events).exists():
         print(f"wrote {args.events}", file=sys.stderr)
+    for clip in result.event_clips:
+        print(f"wrote {clip}", file=sys.stderr)
     failed = [(i, uri, s.error) for i, (uri, s) in enumerate(zip(inputs, result.summaries))
               if s.error]
     if len(inputs) == 1:
