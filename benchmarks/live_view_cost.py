@@ -87,7 +87,7 @@ def one_run(predictor: Predictor, clips: Sequence[str], frames: int, way: str,
         observers = []
         if way != "plain":
             view = stack.enter_context(LiveView(ViewSettings(port=0, max_fps=max_fps), clips,
-                                                6.0))
+                                                6.0, predictor.frame_hw))
             view.watch_sources(grabbers)
             observers.append(view)
             viewer = context.Process(target=_viewer, daemon=True, args=(

@@ -87,9 +87,10 @@ class LiveView:
     calls :meth:`wants_panel` and :meth:`on_step` (it is a ``StepObserver``)."""
 
     def __init__(self, settings: ViewSettings, sources: Sequence[str],
-                 surprise_threshold: float):
+                 surprise_threshold: float, frame_hw: tuple[int, int]):
+        """``frame_hw``: the model's frame (height, width), the panels' size."""
         self.settings = settings
-        self._state = ViewState(len(sources))
+        self._state = ViewState(len(sources), frame_hw)
         self._closed = threading.Event()
         self._health_thread: threading.Thread | None = None
         context = multiprocessing.get_context("spawn")      # never fork a process with threads
@@ -97,7 +98,7 @@ class LiveView:
         replies, replies_writer = context.Pipe(duplex=False)
         self._process = context.Process(
             target=serve_view, name="stae-live-view", daemon=True,
-            args=(settings, list(sources), surprise_threshold, self._state.name,
+            args=(settings, list(sources), surprise_threshold, frame_hw, self._state.name,
                   doorbell_reader, replies_writer))
         self._process.start()
         doorbell_reader.close()
@@ -161,8 +162,11 @@ class LiveView:
         self._state.record_step(index, record, totals, now)
         if frames is None:
             return
-        buffers = self._state.panel_buffers(index, frames.actual.shape)
-        buffers[0], buffers[1] = frames.actual, frames.predicted
+        panel = self._state.panels[index]
+        if frames.actual.shape != panel.shape[1:]:
+            raise ConfigError(f"live view: stream {index}'s frames are {frames.actual.shape}, "
+                              f"expected {panel.shape[1:]} (the frame_hw it was made for)")
+        panel[0], panel[1] = frames.actual, frames.predicted
         stream = self._state.streams[index]
         stream["panel_at"], stream["panel_slot"] = now, SLOT_FULL
         try:

@@ -40,11 +40,12 @@ VIEW_NICENESS = 10
 
 
 def serve_view(settings: ViewSettings, sources: Sequence[str], surprise_threshold: float,
-               state_name: str, doorbell: Connection, replies: Connection) -> None:
+               frame_hw: tuple[int, int], state_name: str, doorbell: Connection,
+               replies: Connection) -> None:
     """The view process' entry point: serve until the doorbell closes. ``replies`` gets
     ``("ready", url)`` once the server listens, or ``("error", message)``."""
     lower_priority()
-    state = ViewState(len(sources), state_name)
+    state = ViewState(len(sources), frame_hw, state_name)
     try:
         server = ViewServer(settings, sources, surprise_threshold, state)
     except ConfigError as err:

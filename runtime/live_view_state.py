@@ -2,10 +2,12 @@
 step (a few stores, no system call, no lock), the view's process reads it when a page or a
 scrape asks. See :mod:`stae_deploy.runtime.live_view`.
 
-One block holds a header (when a viewer last asked) and one record per stream
-(:data:`STREAM_DTYPE`): the last step's numbers, running totals, the latency histograms, rings
+One block holds a header (when a viewer last asked), one record per stream
+(:data:`STREAM_DTYPE`: the last step's numbers, running totals, the latency histograms, rings
 of the last steps' latencies, times, gains and surprise scores, the stream's health flags and
-its panel slot. A stream's panel frames go to a block of their own, made at its first panel.
+its panel slot) and each stream's panel frames (actual and predicted, float32). The block is
+made whole at the start, so a too-small ``/dev/shm`` (Docker gives 64 MB) is named then, not
+found by a crash mid-run.
 
 Consistency: each record carries a sequence number that the writer makes odd while it writes
 and even after; a reader copies the record and tries again if the number was odd or moved
@@ -16,12 +18,14 @@ except to free a panel slot and to say when a viewer asked.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from multiprocessing import shared_memory
 from typing import Any
 
 import numpy as np
 
+from stae_deploy.runtime.errors import ConfigError
 from stae_deploy.runtime.run_metrics import COUNTERS, LATENCY_BUCKETS_S
 
 ROLLING_STEPS = 100          # steps behind the rolling numbers (latency, gain, fps)
@@ -30,6 +34,7 @@ ERROR_BYTES = 400            # why a stream ended, UTF-8, cut to this length
 
 RUNNING, ENDED_NORMALLY, ENDED_WITH_ERROR = 0, 1, 2
 SLOT_FREE, SLOT_FULL = 0, 1
+SHARED_MEMORY_DIR = "/dev/shm"
 
 HEADER_DTYPE = np.dtype([("viewer_at", "f8")], align=True)   # monotonic s of the last page/panel request
 STREAM_DTYPE = np.dtype([
@@ -48,7 +53,7 @@ STREAM_DTYPE = np.dtype([
     ("scores", "f8", (SCORE_HISTORY,)),
     # outside the seqlock: single bytes written by one side each
     ("reconnecting", "u1"), ("panel_slot", "u1"),
-    ("panel_at", "f8"), ("panel_hw", "i8", (2,)), ("panel_block", "S64"),
+    ("panel_at", "f8"),
 ], align=True)
 _BUCKET_EDGES_S = np.array(LATENCY_BUCKETS_S)
 
@@ -77,17 +82,23 @@ class StreamSnapshot:
 
 
 class ViewState:
-    """The shared block (``create=True`` in the run's process, by ``name`` in the view's)."""
+    """The shared block of ``streams`` streams of ``frame_hw`` (height, width) model frames:
+    made in the run's process (``name`` None), opened by ``name`` in the view's."""
 
-    def __init__(self, streams: int, name: str | None = None):
-        size = HEADER_DTYPE.itemsize + streams * STREAM_DTYPE.itemsize
+    def __init__(self, streams: int, frame_hw: tuple[int, int], name: str | None = None):
+        panel_shape = (streams, 2, 3, *frame_hw)
+        records = HEADER_DTYPE.itemsize + streams * STREAM_DTYPE.itemsize
+        panels_offset = -(-records // 64) * 64                  # cache-line aligned
+        size = panels_offset + int(np.prod(panel_shape)) * 4
+        if name is None:
+            _require_shared_memory(size, streams, frame_hw)
         self._block = shared_memory.SharedMemory(name, create=name is None, size=size)
         self.owner = name is None
         self.name = self._block.name
         self.header = np.ndarray((), HEADER_DTYPE, self._block.buf)
         self.streams = np.ndarray((streams,), STREAM_DTYPE, self._block.buf,
                                   offset=HEADER_DTYPE.itemsize)
-        self._panel_blocks: dict[int, shared_memory.SharedMemory] = {}
+        self.panels = np.ndarray(panel_shape, np.float32, self._block.buf, offset=panels_offset)
         if self.owner:
             self.streams[:] = np.zeros((), STREAM_DTYPE)
             self.streams["last_step_at"] = math.nan
@@ -133,17 +144,6 @@ class ViewState:
         stream["error"] = (error or "").encode()[:ERROR_BYTES]
         stream["seq"] += 1
 
-    def panel_buffers(self, index: int, shape: tuple[int, ...]) -> np.ndarray:
-        """Stream ``index``'s panel frames, float32 ``(2, *shape)`` (actual, predicted), made
-        at its first panel."""
-        block = self._panel_blocks.get(index)
-        if block is None:
-            block = shared_memory.SharedMemory(create=True, size=2 * int(np.prod(shape)) * 4)
-            self._panel_blocks[index] = block
-            self.streams[index]["panel_hw"] = shape[-2:]
-            self.streams[index]["panel_block"] = block.name.encode()
-        return np.ndarray((2, *shape), np.float32, block.buf)
-
     # -- the view's side -------------------------------------------------------------------------
 
     def snapshot(self, index: int) -> StreamSnapshot:
@@ -180,23 +180,30 @@ class ViewState:
         stream = self.streams[index]
         if stream["panel_slot"] != SLOT_FULL:
             return None
-        if index not in self._panel_blocks:
-            self._panel_blocks[index] = shared_memory.SharedMemory(
-                bytes(stream["panel_block"]).decode())
-        height, width = (int(n) for n in stream["panel_hw"])
-        frames = np.ndarray((2, 3, height, width), np.float32,
-                            self._panel_blocks[index].buf).copy()
+        frames = self.panels[index].copy()
         stream["panel_slot"] = SLOT_FREE
         return frames
 
     def close(self) -> None:
-        """Let go of the blocks (and remove them, in the run's process)."""
-        del self.header, self.streams
-        for block in [*self._panel_blocks.values(), self._block]:
-            block.close()
-            if self.owner:
-                block.unlink()
-        self._panel_blocks.clear()
+        """Let go of the block (and remove it, in the run's process)."""
+        del self.header, self.streams, self.panels
+        self._block.close()
+        if self.owner:
+            self._block.unlink()
+
+
+def _require_shared_memory(size: int, streams: int, frame_hw: tuple[int, int]) -> None:
+    """Raise ConfigError when ``/dev/shm`` has less than ``size`` bytes free."""
+    if not os.path.isdir(SHARED_MEMORY_DIR):
+        return                                  # not Linux: the OS sizes it
+    stats = os.statvfs(SHARED_MEMORY_DIR)
+    free = stats.f_bavail * stats.f_frsize
+    if free < size:
+        raise ConfigError(
+            f"--serve: the live view needs {size / 2**20:.1f} MB of shared memory for {streams} "
+            f"stream(s) of {frame_hw[0]}x{frame_hw[1]} frames, and {SHARED_MEMORY_DIR} has "
+            f"{free / 2**20:.1f} MB free; give it more (docker run --shm-size=256m) or serve "
+            f"fewer streams")
 
 
 def _ring(values: np.ndarray, written: int) -> list[float]:

@@ -155,7 +155,8 @@ def run_sources(model: StepModel, description: str, sources: Sequence[SourceConf
     max_frames = options.max_frames
     with ExitStack() as stack:
         observers: list[StepObserver] = []
-        live = stack.enter_context(LiveView(view, uris, options.surprise.threshold)) \
+        live = stack.enter_context(LiveView(view, uris, options.surprise.threshold,
+                                                 model.frame_hw)) \
             if view is not None else None
         if live is not None:
             observers.append(live)

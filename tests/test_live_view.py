@@ -28,6 +28,7 @@ from stae_deploy.runtime.sources import FrameGrabber, SourceConfig
 from stae_deploy.runtime.streaming import PanelFrames, RunOptions, RunSummary, run_streams
 from stae_deploy.stae_ref.footage import fetch
 
+FRAME_HW = (32, 32)          # the model frame of the tests that feed the view by hand
 README_SHOT = Path(__file__).resolve().parents[1] / "benchmarks/results/live_view.png"
 
 
@@ -64,7 +65,7 @@ def metric_samples(text: str) -> dict[str, dict]:
 def test_the_view_shows_every_stream_live_and_serves_metrics_and_health(demo_dynamic_onnx_path):
     sources = [str(fetch("carphone")), str(fetch("city"))]
     predictor = Predictor.load(demo_dynamic_onnx_path)
-    view = LiveView(ViewSettings(port=0), sources, surprise_threshold=6.0)
+    view = LiveView(ViewSettings(port=0), sources, 6.0, predictor.frame_hw)
     results: list = []
     with view, FrameGrabber(SourceConfig(sources[0], realtime=True)) as a, \
             FrameGrabber(SourceConfig(sources[1], realtime=True)) as b:
@@ -116,7 +117,8 @@ def step_record(step: int, nonfinite: bool = False) -> dict:
 
 
 def test_health_turns_bad_for_the_reason_it_names():
-    with LiveView(ViewSettings(port=0, stale_s=0.3), ["cam-a", "cam-b"], 6.0) as view:
+    with LiveView(ViewSettings(port=0, stale_s=0.3), ["cam-a", "cam-b"], 6.0,
+                  FRAME_HW) as view:
         summary = RunSummary(steps=1)
         view.on_step(0, step_record(1), summary, None)
         view.on_step(1, step_record(1, nonfinite=True), summary, None)
@@ -149,10 +151,10 @@ def test_only_loopback_unless_asked_and_a_taken_port_is_named():
     with pytest.raises(ConfigError, match=r"max_fps \(--serve-fps\): expected panels per "
                                           r"second > 0, got 0"):
         ViewSettings.parse(":9000", max_fps=0)
-    with LiveView(ViewSettings(port=0), ["cam"], 6.0) as view:
+    with LiveView(ViewSettings(port=0), ["cam"], 6.0, FRAME_HW) as view:
         port = int(view.url.rsplit(":", 1)[1].strip("/"))
         with pytest.raises(ConfigError, match=f"--serve 127.0.0.1:{port}: cannot listen there"):
-            LiveView(ViewSettings(port=port), ["cam"], 6.0)
+            LiveView(ViewSettings(port=port), ["cam"], 6.0, FRAME_HW)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -161,7 +163,7 @@ def test_the_view_runs_in_its_own_process_at_a_lower_priority():
     niceness VIEW_NICENESS: a viewer never holds the run's GIL and yields the cores to the
     model's threads (benchmarks/live_view_cost.py measures the rest)."""
     threads_before, run_niceness = set(threading.enumerate()), os.getpriority(os.PRIO_PROCESS, 0)
-    with LiveView(ViewSettings(port=0), ["cam"], 6.0) as view:
+    with LiveView(ViewSettings(port=0), ["cam"], 6.0, FRAME_HW) as view:
         answer = urllib.request.urlopen(view.url + "stream/0.mjpg", timeout=10)
         time.sleep(0.3)
         assert view.server_pid is not None and view.server_pid != os.getpid()
@@ -179,7 +181,7 @@ def test_the_view_process_ends_with_the_run_even_a_killed_one(tmp_path):
     """A run that dies without closing its view (kill -9, os._exit) leaves no server behind:
     the view's process sees its doorbell close, stops and exits."""
     script = ("import os, sys; from stae_deploy.runtime.live_view import LiveView, ViewSettings\n"
-              "view = LiveView(ViewSettings(port=0), ['cam'], 6.0)\n"
+              "view = LiveView(ViewSettings(port=0), ['cam'], 6.0, (32, 32))\n"
               "print(view.server_pid, view.url, flush=True); sys.stdin.readline(); os._exit(9)\n")
     run = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
                            stdout=subprocess.PIPE, text=True)
@@ -198,15 +200,28 @@ def test_the_view_process_ends_with_the_run_even_a_killed_one(tmp_path):
 
 
 def test_a_view_that_died_does_not_stop_the_run():
-    with LiveView(ViewSettings(port=0), ["cam"], 6.0) as view:
+    with LiveView(ViewSettings(port=0), ["cam"], 6.0, FRAME_HW) as view:
         get(view.url + "frame/0.jpg")                          # someone watches
         assert view.wants_panel(0)
         os.kill(view.server_pid, 9)
         time.sleep(0.5)
-        frame = np.full((3, 32, 32), 0.5, np.float32)
+        frame = np.full((3, *FRAME_HW), 0.5, np.float32)
         for step in range(1, 4):                               # no exception, no wait
             view.on_step(0, step_record(step), RunSummary(steps=step),
                          PanelFrames(frame, frame) if view.wants_panel(0) else None)
+
+
+def test_frames_of_another_size_and_too_little_shared_memory_are_refused_by_name():
+    with LiveView(ViewSettings(port=0), ["cam"], 6.0, FRAME_HW) as view:
+        small = np.zeros((3, 16, 16), np.float32)
+        with pytest.raises(ConfigError, match=r"live view: stream 0's frames are \(3, 16, 16\), "
+                                              r"expected \(3, 32, 32\)"):
+            view.on_step(0, step_record(1), RunSummary(steps=1), PanelFrames(small, small))
+    if Path("/dev/shm").is_dir():
+        with pytest.raises(ConfigError, match=r"--serve: the live view needs .* MB of shared "
+                                              r"memory for 1 stream\(s\) of 200000x200000 frames, "
+                                              r"and /dev/shm has .* MB free"):
+            LiveView(ViewSettings(port=0), ["cam"], 6.0, (200_000, 200_000))
 
 
 def test_stae_run_serve_from_the_command_line(demo_dynamic_onnx_path, capsys):
@@ -240,7 +255,7 @@ def test_a_real_browser_sees_the_tiles_update(demo_dynamic_onnx_path, tmp_path):
     predictor = Predictor.load(demo_dynamic_onnx_path)
     source = str(fetch("city"))
     shots = [tmp_path / "first.png", tmp_path / "second.png"]
-    with LiveView(ViewSettings(port=0), [source], 6.0) as view, \
+    with LiveView(ViewSettings(port=0), [source], 6.0, predictor.frame_hw) as view, \
             FrameGrabber(SourceConfig(source, realtime=True, loop=True)) as grabber:
         view.watch_sources([grabber])
         run = threading.Thread(target=run_streams, kwargs=dict(
