@@ -32,7 +32,7 @@ ROLLING_STEPS = 100          # steps behind the rolling numbers (latency, gain, 
 SCORE_HISTORY = 300          # surprise scores kept per stream for the page's plot
 ERROR_BYTES = 400            # why a stream ended, UTF-8, cut to this length
 
-RUNNING, ENDED_NORMALLY, ENDED_WITH_ERROR = 0, 1, 2
+ENDED_NORMALLY, ENDED_WITH_ERROR = 1, 2    # a record's "ended"; 0 while it runs
 SLOT_FREE, SLOT_FULL = 0, 1
 SHARED_MEMORY_DIR = "/dev/shm"
 
