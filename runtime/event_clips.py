@@ -95,21 +95,20 @@ class EventClipWriter:
             for before in stream.recent:
                 clip.writer.write(compose_panel(before))
             stream.open_clips.append(clip)
-        for clip in [c for c in stream.open_clips if c.frames_left <= 0]:
-            self._finish(stream, clip)
+        self._finish(stream, [c for c in stream.open_clips if c.frames_left <= 0])
 
     def on_end(self, index: int, summary: RunSummary) -> None:
         stream = self._streams[index]
-        for clip in list(stream.open_clips):
-            self._finish(stream, clip)
+        self._finish(stream, stream.open_clips)
 
     def close(self) -> None:
         """Finish every clip still open (a run stopped mid-clip keeps what it has)."""
         for stream in self._streams:
-            for clip in list(stream.open_clips):
-                self._finish(stream, clip)
+            self._finish(stream, stream.open_clips)
 
-    def _finish(self, stream: _Stream, clip: _OpenClip) -> None:
-        clip.writer.close()
-        stream.open_clips.remove(clip)
-        self.clips.append(clip.writer.path)
+    def _finish(self, stream: _Stream, clips: list[_OpenClip]) -> None:
+        """Close ``clips`` of ``stream`` (they get their final names) and forget them."""
+        for clip in list(clips):
+            clip.writer.close()
+            stream.open_clips.remove(clip)
+            self.clips.append(clip.writer.path)

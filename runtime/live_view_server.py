@@ -112,7 +112,7 @@ class ViewServer:
         return when it closes."""
         quality = [cv2.IMWRITE_JPEG_QUALITY, self.settings.jpeg_quality]
         while os.read(doorbell.fileno(), 4096):
-            for tile, index in zip(self._tiles, range(len(self._tiles))):
+            for index, tile in enumerate(self._tiles):
                 frames = self.state.take_panel(index)
                 if frames is None:
                     continue
